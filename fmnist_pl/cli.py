@@ -1,0 +1,123 @@
+"""The command line: a LightningCLI over FashionClassifier and FashionMNISTDataModule.
+
+``python -m fmnist_pl {fit,validate,test,predict} [--config FILE] [--ckpt_path PATH] ...``
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+
+from fmnist_pl.checkpoints import read_hyperparameters
+from fmnist_pl.data.datamodule import FashionMNISTDataModule
+from fmnist_pl.errors import UserError
+from fmnist_pl.module import FashionClassifier
+
+# Values of --ckpt_path that Lightning resolves itself within one process.
+_LIGHTNING_CKPT_ALIASES = ("best", "last", "hpc")
+
+
+def best_checkpoint() -> ModelCheckpoint:
+    """Keeps the checkpoint with the highest ``val/acc``; ``--ckpt_path best`` resolves to it."""
+    return ModelCheckpoint(
+        monitor="val/acc",
+        mode="max",
+        filename="best-epoch{epoch:02d}-acc{val/acc:.4f}",
+        auto_insert_metric_name=False,
+    )
+
+
+def last_checkpoint() -> ModelCheckpoint:
+    """Writes ``last.ckpt`` after every epoch.
+
+    ``save_last=True`` on the monitored callback is not enough: Lightning 2.6 refreshes it only when a
+    new best is saved, so it can hold an older epoch (../shared/LIGHTNING_NOTES.md, item 1).
+    """
+    return ModelCheckpoint(monitor=None, filename="last", enable_version_counter=False)
+
+
+class FashionCLI(LightningCLI):
+    """LightningCLI with this project's defaults, links between data and model, and checkpoint handling."""
+
+    def __init__(self, args: ArgsType = None, run: bool = True) -> None:
+        super().__init__(
+            FashionClassifier,
+            FashionMNISTDataModule,
+            trainer_defaults={
+                "logger": {
+                    "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                    "init_args": {"save_dir": "lightning_logs", "name": "default", "default_hp_metric": False},
+                },
+                "callbacks": [best_checkpoint(), last_checkpoint()],
+            },
+            # Each run has its own version folder; overwriting only matters for a fixed --trainer.logger.version.
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"description": "Train, evaluate and use an MLP classifier for FashionMNIST."},
+            # The model builds its own optimizer (OptimizerCallable), so no top-level --optimizer.
+            auto_configure_optimizers=False,
+            args=args,
+            run=run,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.input_size", "model.input_size", apply_on="instantiate")
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        """Parse; with ``--ckpt_path FILE``, parse again with the checkpoint's hyperparameters as defaults.
+
+        Precedence, lowest first: the code's defaults, the checkpoint's model and data
+        hyperparameters, ``--config`` files, then options on the command line. So ``test --ckpt_path X``
+        alone sees exactly the transforms training used, and anything given explicitly still wins.
+        """
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path is None or ckpt_path in _LIGHTNING_CKPT_ALIASES:
+            return
+        self._parser(subcommand).set_defaults(self._checkpoint_defaults(Path(ckpt_path), subcommand))
+        super().parse_arguments(parser, args)
+
+    def _parse_ckpt_path(self) -> None:
+        # Done in parse_arguments instead: Lightning's version lets the checkpoint silently override
+        # values given on the command line (../shared/LIGHTNING_NOTES.md, item 3).
+        return
+
+    def _checkpoint_defaults(self, ckpt_path: Path, subcommand: str) -> dict[str, Any]:
+        model_hparams, data_hparams = read_hyperparameters(ckpt_path)
+        # Linked values follow from the data module; keys with "_" are Lightning's bookkeeping.
+        skip = {"num_classes", "input_size"}
+        defaults = {f"model.{k}": v for k, v in model_hparams.items() if k not in skip and not k.startswith("_")}
+        defaults |= {f"data.{k}": v for k, v in data_hparams.items() if not k.startswith("_")}
+        run_dir = ckpt_path.resolve().parent.parent
+        if ckpt_path.resolve().parent.name == "checkpoints" and (run_dir / "config.yaml").is_file():
+            # Evaluate into the training run's own folder, so TensorBoard shows test beside train and val.
+            defaults["trainer.logger"] = {
+                "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                "init_args": {
+                    "save_dir": str(run_dir.parent.parent),
+                    "name": run_dir.parent.name,
+                    "version": f"{run_dir.name}/{subcommand}",
+                    "default_hp_metric": False,
+                },
+            }
+        return defaults
+
+
+def main(args: ArgsType = None) -> FashionCLI:
+    """Run the command line; errors the user can fix print as one line and exit with status 2.
+
+    Set ``FMNIST_DEBUG=1`` to get the full traceback instead.
+    """
+    try:
+        return FashionCLI(args=args)
+    except UserError as err:
+        if os.environ.get("FMNIST_DEBUG"):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None

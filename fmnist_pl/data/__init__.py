@@ -1,0 +1,1 @@
+"""FashionMNIST: its files, its classes and the LightningDataModule over them."""

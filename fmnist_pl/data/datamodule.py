@@ -1,0 +1,130 @@
+"""The LightningDataModule: FashionMNIST's train / val / test splits and their transforms."""
+
+from __future__ import annotations
+
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset, Subset
+from torchvision import transforms
+from torchvision.datasets import FashionMNIST
+
+from fmnist_pl.data.classes import FASHION_MNIST_MEAN, FASHION_MNIST_STD, INPUT_SIZE, NUM_CLASSES, TRAIN_SIZE
+from fmnist_pl.data.files import ensure_files, local_source_dirs
+from fmnist_pl.errors import ConfigError, check_at_least, check_range
+
+
+def split_indices(total: int, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Disjoint train and validation indices covering ``range(total)``, fixed by ``seed``.
+
+    The train indices come back sorted, so that an unshuffled loader walks the file in its own order
+    (as the tutorial's loader does).
+    """
+    order = torch.randperm(total, generator=torch.Generator().manual_seed(seed))
+    return order[val_size:].sort().values, order[:val_size].sort().values
+
+
+class FashionMNISTDataModule(LightningDataModule):
+    """FashionMNIST, offline first: train and validation from the 60,000 training images, test from the 10,000.
+
+    ``prepare_data`` finds the files (``data_dir``, then ``source_dir``, ``$FMNIST_DATA`` and
+    ``/usr/share/datasets/fashion-mnist``, then torchvision's download) and verifies their MD5s.
+
+    Args:
+        data_dir: Folder for the decompressed files (``<data_dir>/FashionMNIST/raw``, torchvision's layout).
+        source_dir: An extra folder holding the four files (``.gz`` or decompressed), searched before
+            ``$FMNIST_DATA`` and Debian's ``/usr/share/datasets/fashion-mnist``.
+        download: Whether torchvision may download the files when no local copy is found.
+        val_size: Training images held out for validation, in [0, 60000).
+        split_seed: Seed of the train/validation split; independent of the training seed.
+        batch_size: Images per batch, for every split; at least 1.
+        num_workers: DataLoader worker processes; 0 loads in the main process.
+        shuffle: Whether to shuffle the training images each epoch.
+        flip: Whether to flip training images horizontally with probability 0.5.
+        normalize: Whether to normalize images (train and eval alike) with ``mean`` and ``std``.
+        mean: Mean of the normalization, in units of the [0, 1] pixel scale (FashionMNIST's own by default).
+        std: Standard deviation of the normalization, in the same units; above 0.
+    """
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        source_dir: str | None = None,
+        download: bool = True,
+        val_size: int = 5000,
+        split_seed: int = 42,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        shuffle: bool = True,
+        flip: bool = False,
+        normalize: bool = True,
+        mean: float = FASHION_MNIST_MEAN,
+        std: float = FASHION_MNIST_STD,
+    ) -> None:
+        super().__init__()
+        check_range("--data.val_size", val_size, 0, TRAIN_SIZE)
+        check_at_least("--data.batch_size", batch_size, 1)
+        check_at_least("--data.num_workers", num_workers, 0)
+        if not std > 0:
+            raise ConfigError(f"--data.std must be above 0, got {std}")
+        self.save_hyperparameters()
+        self.num_classes = NUM_CLASSES
+        self.input_size = INPUT_SIZE
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+        self.test_set: Dataset | None = None
+
+    def prepare_data(self) -> None:
+        ensure_files(self.hparams.data_dir, local_source_dirs(self.hparams.source_dir), self.hparams.download)
+
+    def setup(self, stage: str) -> None:
+        if stage in ("fit", "validate") and self.train_set is None:
+            train_full = self._dataset(train=True, transform=self.train_transform())
+            eval_full = self._dataset(train=True, transform=self.eval_transform())
+            if self.hparams.val_size >= len(train_full):
+                raise ConfigError(f"--data.val_size must be below {len(train_full)}, got {self.hparams.val_size}")
+            train_idx, val_idx = split_indices(len(train_full), self.hparams.val_size, self.hparams.split_seed)
+            self.train_set = Subset(train_full, train_idx.tolist())
+            self.val_set = Subset(eval_full, val_idx.tolist())
+        if stage in ("test", "predict") and self.test_set is None:
+            self.test_set = self._dataset(train=False, transform=self.eval_transform())
+
+    def train_transform(self) -> transforms.Compose:
+        """PIL image -> tensor: optional flip, to [0, 1], optional normalization (the tutorial's order)."""
+        steps: list = [transforms.RandomHorizontalFlip()] if self.hparams.flip else []
+        return transforms.Compose(steps + self._to_tensor_steps())
+
+    def eval_transform(self) -> transforms.Compose:
+        """PIL image -> tensor for validation, test and prediction: no augmentation, same normalization."""
+        return transforms.Compose(self._to_tensor_steps())
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=self.hparams.shuffle)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set)
+
+    def _to_tensor_steps(self) -> list:
+        steps: list = [transforms.ToTensor()]
+        if self.hparams.normalize:
+            steps.append(transforms.Normalize((self.hparams.mean,), (self.hparams.std,)))
+        return steps
+
+    def _dataset(self, train: bool, transform: transforms.Compose) -> FashionMNIST:
+        return FashionMNIST(self.hparams.data_dir, train=train, transform=transform, download=False)
+
+    def _loader(self, dataset: Dataset | None, shuffle: bool = False) -> DataLoader:
+        # drop_last stays False everywhere: validation and test must see every image exactly once.
+        workers = self.hparams.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=self.hparams.batch_size,
+            shuffle=shuffle,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+        )

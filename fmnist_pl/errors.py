@@ -1,0 +1,36 @@
+"""Errors that the command line reports as one line, without a traceback.
+
+Anything the user can fix (a bad option value, a missing or corrupt file) raises one of these;
+``cli.main`` prints the message alone and exits with status 2. Set ``FMNIST_DEBUG=1`` to see the
+traceback as well.
+"""
+
+
+class UserError(Exception):
+    """A problem the user can fix; the message says what and how."""
+
+
+class ConfigError(UserError, ValueError):
+    """An option has a value outside its allowed range."""
+
+
+class DataError(UserError):
+    """A FashionMNIST file is missing, truncated or corrupt."""
+
+
+class CheckpointError(UserError):
+    """A checkpoint path does not exist or is not a loadable checkpoint."""
+
+
+def check_range(option: str, value: float, low: float, high: float, *, high_inclusive: bool = False) -> None:
+    """Raise ``ConfigError`` naming ``option`` unless ``low <= value < high`` (or ``<= high``)."""
+    inside = low <= value <= high if high_inclusive else low <= value < high
+    if not inside:
+        bracket = "]" if high_inclusive else ")"
+        raise ConfigError(f"{option} must be in [{low}, {high}{bracket}, got {value}")
+
+
+def check_at_least(option: str, value: float, low: float) -> None:
+    """Raise ``ConfigError`` naming ``option`` unless ``value >= low``."""
+    if value < low:
+        raise ConfigError(f"{option} must be at least {low}, got {value}")

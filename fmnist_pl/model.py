@@ -1,0 +1,30 @@
+"""The network: a plain fully connected MLP, no Lightning in it."""
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+class MLP(nn.Module):
+    """Flatten, then Linear -> ReLU -> Dropout for each hidden layer, then a Linear to the logits.
+
+    With ``hidden_sizes=(256, 128)`` and ``dropout=0.2`` this is the tutorial's second network; with
+    ``dropout=0`` its first (the Dropout layers are then left out entirely).
+    """
+
+    def __init__(self, input_size: int, hidden_sizes: Sequence[int], num_classes: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = input_size
+        for hidden in hidden_sizes:
+            layers += [nn.Linear(width, hidden), nn.ReLU()]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            width = hidden
+        layers.append(nn.Linear(width, num_classes))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Map images of any shape ``(N, ...)`` with ``input_size`` values each to logits ``(N, num_classes)``."""
+        return self.layers(images)

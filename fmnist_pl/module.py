@@ -1,6 +1,7 @@
 """The training system: the MLP with its loss, metrics and optimizer wiring."""
 
 from collections.abc import Iterable, Sequence
+from typing import Literal
 
 import torch
 from lightning.pytorch import LightningModule
@@ -38,6 +39,10 @@ class FashionClassifier(LightningModule):
         label_smoothing: Label smoothing of the training loss, in [0, 1).
         optimizer: Builds the optimizer from the parameters (default: SGD, lr 0.01).
         scheduler: Builds an optional learning-rate scheduler from the optimizer; stepped once per epoch.
+        compile_mode: How the network runs. ``auto``: compiled with ``torch.compile(mode="reduce-overhead")``
+            on CUDA, where each step replays as CUDA graphs, and eager on the CPU, where compiling costs
+            more than it saves for a model this small. ``eager``, ``default`` and ``reduce-overhead``
+            force one way everywhere (the last two through ``torch.compile``).
         input_size: Values per image (linked from the data module).
         num_classes: Number of classes (linked from the data module).
     """
@@ -49,6 +54,7 @@ class FashionClassifier(LightningModule):
         label_smoothing: float = 0.0,
         optimizer: OptimizerCallable = tutorial_sgd,
         scheduler: LRSchedulerCallable | None = None,
+        compile_mode: Literal["auto", "eager", "default", "reduce-overhead"] = "auto",
         input_size: int = INPUT_SIZE,
         num_classes: int = NUM_CLASSES,
     ) -> None:
@@ -64,6 +70,8 @@ class FashionClassifier(LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.label_smoothing = label_smoothing
+        self.compile_mode = compile_mode
+        self._compiled = False
 
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -76,6 +84,16 @@ class FashionClassifier(LightningModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits ``(N, num_classes)`` for images ``(N, 1, 28, 28)``."""
         return self.net(images)
+
+    def configure_model(self) -> None:
+        # Called by the Trainer once the device is known: only then can "auto" decide.
+        mode = self.compile_mode
+        if mode == "auto":
+            mode = "reduce-overhead" if self.device.type == "cuda" else "eager"
+        if mode != "eager" and not self._compiled:
+            # In place, so the state_dict keys (and checkpoints) are the same as in eager mode.
+            self.net.compile(mode=mode, dynamic=False)
+            self._compiled = True
 
     def model_step(self, batch: Batch, label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Loss (mean over the batch), predicted classes and targets: the part all stages share."""

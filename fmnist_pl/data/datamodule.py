@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Literal
+
 import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, Subset
@@ -9,7 +12,8 @@ from torchvision import transforms
 from torchvision.datasets import FashionMNIST
 
 from fmnist_pl.data.classes import FASHION_MNIST_MEAN, FASHION_MNIST_STD, INPUT_SIZE, NUM_CLASSES, TRAIN_SIZE
-from fmnist_pl.data.files import ensure_files, local_source_dirs
+from fmnist_pl.data.device_loader import DeviceLoader, EpochOrder
+from fmnist_pl.data.files import TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS, ensure_files, local_source_dirs, raw_dir, read_idx
 from fmnist_pl.errors import ConfigError, check_at_least, check_range
 
 
@@ -29,6 +33,13 @@ class FashionMNISTDataModule(LightningDataModule):
     ``prepare_data`` finds the files (``data_dir``, then ``source_dir``, ``$FMNIST_DATA`` and
     ``/usr/share/datasets/fashion-mnist``, then torchvision's download) and verifies their MD5s.
 
+    Two data paths with the same semantics (every training image once per epoch, the same flip and
+    normalization, validation and test complete):
+    ``loader="tensor"`` (default) decodes the files once into uint8 tensors, keeps each split on the
+    training device and transforms whole batches there; ``loader="torchvision"`` is the classic
+    torchvision dataset -> PIL -> ``ToTensor`` -> DataLoader pipeline, for comparison or for adding
+    PIL transforms.
+
     Args:
         data_dir: Folder for the decompressed files (``<data_dir>/FashionMNIST/raw``, torchvision's layout).
         source_dir: An extra folder holding the four files (``.gz`` or decompressed), searched before
@@ -43,6 +54,9 @@ class FashionMNISTDataModule(LightningDataModule):
         normalize: Whether to normalize images (train and eval alike) with ``mean`` and ``std``.
         mean: Mean of the normalization, in units of the [0, 1] pixel scale (FashionMNIST's own by default).
         std: Standard deviation of the normalization, in the same units; above 0.
+        loader: ``tensor`` (batches from tensors on the training device) or ``torchvision`` (DataLoader
+            over torchvision's dataset; the only one that uses ``num_workers``).
+        seed: Seed of the tensor path's epoch order and flips; None takes the run's ``seed_everything``.
     """
 
     def __init__(
@@ -59,6 +73,8 @@ class FashionMNISTDataModule(LightningDataModule):
         normalize: bool = True,
         mean: float = FASHION_MNIST_MEAN,
         std: float = FASHION_MNIST_STD,
+        loader: Literal["tensor", "torchvision"] = "tensor",
+        seed: int | None = None,
     ) -> None:
         super().__init__()
         check_range("--data.val_size", val_size, 0, TRAIN_SIZE)
@@ -69,24 +85,41 @@ class FashionMNISTDataModule(LightningDataModule):
         self.save_hyperparameters()
         self.num_classes = NUM_CLASSES
         self.input_size = INPUT_SIZE
-        self.train_set: Dataset | None = None
-        self.val_set: Dataset | None = None
-        self.test_set: Dataset | None = None
+        self.train_set: Dataset | TensorSplit | None = None
+        self.val_set: Dataset | TensorSplit | None = None
+        self.test_set: Dataset | TensorSplit | None = None
+        self.data_seed: int | None = None
 
     def prepare_data(self) -> None:
         ensure_files(self.hparams.data_dir, local_source_dirs(self.hparams.source_dir), self.hparams.download)
 
     def setup(self, stage: str) -> None:
+        if self.data_seed is None:
+            # Taken now, after seed_everything: the same run seed gives the same data order.
+            self.data_seed = self.hparams.seed if self.hparams.seed is not None else torch.initial_seed() % 2**31
+        tensors = self.hparams.loader == "tensor"
         if stage in ("fit", "validate") and self.train_set is None:
-            train_full = self._dataset(train=True, transform=self.train_transform())
-            eval_full = self._dataset(train=True, transform=self.eval_transform())
-            if self.hparams.val_size >= len(train_full):
-                raise ConfigError(f"--data.val_size must be below {len(train_full)}, got {self.hparams.val_size}")
-            train_idx, val_idx = split_indices(len(train_full), self.hparams.val_size, self.hparams.split_seed)
-            self.train_set = Subset(train_full, train_idx.tolist())
-            self.val_set = Subset(eval_full, val_idx.tolist())
+            if tensors:
+                images, labels = self._read_split(TRAIN_IMAGES.name, TRAIN_LABELS.name)
+                total = len(labels)
+            else:
+                train_full = self._dataset(train=True, transform=self.train_transform())
+                eval_full = self._dataset(train=True, transform=self.eval_transform())
+                total = len(train_full)
+            if self.hparams.val_size >= total:
+                raise ConfigError(f"--data.val_size must be below {total}, got {self.hparams.val_size}")
+            train_idx, val_idx = split_indices(total, self.hparams.val_size, self.hparams.split_seed)
+            if tensors:
+                self.train_set = TensorSplit(images[train_idx], labels[train_idx])
+                self.val_set = TensorSplit(images[val_idx], labels[val_idx])
+            else:
+                self.train_set = Subset(train_full, train_idx.tolist())
+                self.val_set = Subset(eval_full, val_idx.tolist())
         if stage in ("test", "predict") and self.test_set is None:
-            self.test_set = self._dataset(train=False, transform=self.eval_transform())
+            if tensors:
+                self.test_set = TensorSplit(*self._read_split(TEST_IMAGES.name, TEST_LABELS.name))
+            else:
+                self.test_set = self._dataset(train=False, transform=self.eval_transform())
 
     def train_transform(self) -> transforms.Compose:
         """PIL image -> tensor: optional flip, to [0, 1], optional normalization (the tutorial's order)."""
@@ -97,16 +130,16 @@ class FashionMNISTDataModule(LightningDataModule):
         """PIL image -> tensor for validation, test and prediction: no augmentation, same normalization."""
         return transforms.Compose(self._to_tensor_steps())
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=self.hparams.shuffle)
+    def train_dataloader(self) -> Iterable:
+        return self._loader(self.train_set, train=True)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> Iterable:
         return self._loader(self.val_set)
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> Iterable:
         return self._loader(self.test_set)
 
-    def predict_dataloader(self) -> DataLoader:
+    def predict_dataloader(self) -> Iterable:
         return self._loader(self.test_set)
 
     def _to_tensor_steps(self) -> list:
@@ -118,13 +151,46 @@ class FashionMNISTDataModule(LightningDataModule):
     def _dataset(self, train: bool, transform: transforms.Compose) -> FashionMNIST:
         return FashionMNIST(self.hparams.data_dir, train=train, transform=transform, download=False)
 
-    def _loader(self, dataset: Dataset | None, shuffle: bool = False) -> DataLoader:
+    def _read_split(self, images_name: str, labels_name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        folder = raw_dir(self.hparams.data_dir)
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        images = read_idx(folder / images_name).to(device)
+        return images, read_idx(folder / labels_name).long().to(device)
+
+    def _loader(self, split: Dataset | TensorSplit | None, train: bool = False) -> Iterable:
+        shuffle = train and self.hparams.shuffle
+        if isinstance(split, TensorSplit):
+            rank, world_size = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+            order = EpochOrder(
+                len(split.labels), shuffle, self.data_seed, rank, world_size, even_shards=train and world_size > 1
+            )
+            normalize = self.hparams.normalize
+            return DeviceLoader(
+                split.images,
+                split.labels,
+                order,
+                self.hparams.batch_size,
+                flip=train and self.hparams.flip,
+                mean=self.hparams.mean if normalize else None,
+                std=self.hparams.std if normalize else None,
+            )
         # drop_last stays False everywhere: validation and test must see every image exactly once.
         workers = self.hparams.num_workers
         return DataLoader(
-            dataset,
+            split,
             batch_size=self.hparams.batch_size,
             shuffle=shuffle,
             num_workers=workers,
             persistent_workers=workers > 0,
         )
+
+
+class TensorSplit:
+    """One split as tensors: uint8 images ``(N, 28, 28)`` and int64 labels ``(N,)``, on one device."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        self.images = images
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.labels)

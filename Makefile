@@ -1,0 +1,27 @@
+# Two commands do all the set-up on a fresh machine:
+#   make fit    virtual environment, package, data, then fit configs/dropout.yaml (CONFIG=... for another)
+#   make test   the same environment with the test extras, then the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+CONFIG ?= configs/dropout.yaml
+PYTEST_ARGS ?=
+
+.PHONY: install data fit test
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+data: install
+	$(BIN)/python -m fmnist_pl.data data
+
+fit: data
+	$(BIN)/python -m fmnist_pl fit --config $(CONFIG)
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -1,0 +1,178 @@
+"""Seconds per training epoch, side by side: the tutorial's loop, the fast path, the torchvision path.
+
+All three train configs/seed.yaml's recipe (MLP 784-256-128-10, SGD lr 0.01, batch 64, no
+shuffling, ToTensor only) on the same machine in one run. Each variant runs in a subprocess of its
+own, so its peak RSS is its own:
+
+  (a) tutorial     a faithful plain-PyTorch copy of the tutorial's loop (torchvision dataset, PIL,
+                   ToTensor, DataLoader without workers); the reference.
+  (b) fast         ``python -m fmnist_pl fit --config configs/seed.yaml`` on the default data path:
+                   uint8 tensors on the training device, batches transformed on the device.
+  (c) torchvision  the same fit with ``--data.loader torchvision``.
+
+A training epoch is timed from its first batch to its last optimizer step (validation excluded);
+the figure is the median over the epochs after the first (which pays for warm-up). Ratios are
+(a)'s seconds divided by the variant's, so higher is faster.
+
+    python benchmarks/epoch_time.py [--epochs 4] [--data-dir data] [--accelerator auto]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+VARIANTS = ("tutorial", "fast", "torchvision")
+
+
+def tutorial_epochs(data_dir: str, epochs: int, device: torch.device) -> list[float]:
+    """The tutorial's train() loop, verbatim in substance; returns seconds per epoch."""
+    from torch import nn
+    from torch.nn import functional as F
+    from torch.utils import data
+    from torchvision import datasets, transforms
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1 = nn.Linear(784, 256)
+            self.fc2 = nn.Linear(256, 128)
+            self.fc3 = nn.Linear(128, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = x.view(-1, 784)
+            x = F.relu(self.fc1(x))
+            x = F.relu(self.fc2(x))
+            return self.fc3(x)
+
+    trainset = datasets.FashionMNIST(data_dir, train=True, download=False, transform=transforms.ToTensor())
+    train_loader = data.DataLoader(dataset=trainset, batch_size=64)
+    model = Net().to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    times = []
+    for _ in range(epochs):
+        _sync(device)
+        start = time.perf_counter()
+        model.train()
+        for images, target in train_loader:
+            images, target = images.to(device), target.to(device)
+            optimizer.zero_grad()
+            loss = F.cross_entropy(model(images), target)
+            loss.backward()
+            optimizer.step()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def project_epochs(data_dir: str, epochs: int, loader: str, accelerator: str, log_dir: str) -> list[float]:
+    """The project's own fit of configs/seed.yaml; returns seconds per training epoch."""
+    from lightning.pytorch import Callback
+
+    from fmnist_pl.cli import FashionCLI
+
+    class EpochTimer(Callback):
+        def __init__(self) -> None:
+            self.times: list[float] = []
+
+        def on_train_epoch_start(self, trainer, pl_module) -> None:
+            _sync(pl_module.device)
+            self.start = time.perf_counter()
+
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
+            _sync(pl_module.device)
+            self.times.append(time.perf_counter() - self.start)
+
+    cli = FashionCLI(
+        args=[
+            "--config", str(REPO / "configs" / "seed.yaml"),
+            f"--trainer.max_epochs={epochs}",
+            f"--trainer.accelerator={accelerator}",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.enable_model_summary=false",
+            f"--trainer.logger.init_args.save_dir={log_dir}",
+            f"--data.data_dir={data_dir}",
+            f"--data.loader={loader}",
+        ],
+        run=False,
+    )
+    timer = EpochTimer()
+    cli.trainer.callbacks.append(timer)
+    cli.trainer.fit(cli.model, cli.datamodule)
+    return timer.times
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_variant(name: str, args: argparse.Namespace) -> dict:
+    """Run one variant in this process and return its figures."""
+    use_cuda = args.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    device = torch.device("cuda" if use_cuda else "cpu")
+    if name == "tutorial":
+        times = tutorial_epochs(args.data_dir, args.epochs, device)
+    else:
+        loader = "tensor" if name == "fast" else "torchvision"
+        times = project_epochs(args.data_dir, args.epochs, loader, args.accelerator, args.log_dir)
+    result = {
+        "variant": name,
+        "device": device.type,
+        "epoch_seconds": times,
+        # Linux reports ru_maxrss in KiB.
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    if device.type == "cuda":
+        result["max_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--data-dir", default="data")
+    parser.add_argument("--accelerator", default="auto")
+    parser.add_argument("--log-dir", default="/tmp/fmnist_bench_logs")
+    parser.add_argument("--variant", choices=VARIANTS, help="run one variant here and print JSON (internal)")
+    args = parser.parse_args()
+    if args.variant:
+        print("RESULT " + json.dumps(run_variant(args.variant, args)))
+        return
+
+    from fmnist_pl.data.files import ensure_files, local_source_dirs
+
+    ensure_files(args.data_dir, local_source_dirs(), download=True)
+    results = []
+    for name in VARIANTS:
+        command = [sys.executable, __file__, f"--variant={name}", f"--epochs={args.epochs}",
+                   f"--data-dir={args.data_dir}", f"--accelerator={args.accelerator}", f"--log-dir={args.log_dir}"]
+        env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore"}
+        output = subprocess.run(command, capture_output=True, text=True, env=env, check=True).stdout
+        results.append(json.loads(output.split("RESULT ", 1)[1]))
+
+    def per_epoch(result: dict) -> float:
+        times = result["epoch_seconds"]
+        return statistics.median(times[1:] if len(times) > 1 else times)
+
+    reference = per_epoch(results[0])
+    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, device {results[0]['device']}, {args.epochs} epochs each")
+    print(f"{'variant':<12} {'s/epoch':>8} {'speed-up':>9} {'peak RSS MB':>12} {'max alloc MB':>13}")
+    for result in results:
+        seconds = per_epoch(result)
+        alloc = f"{result['max_allocated_mb']:.0f}" if "max_allocated_mb" in result else "-"
+        print(f"{result['variant']:<12} {seconds:>8.3f} {reference / seconds:>8.2f}x {result['peak_rss_mb']:>12.0f} {alloc:>13}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""Batches served straight from uint8 tensors that live on the training device.
+
+FashionMNIST is 47 MB as uint8, so every split fits on any GPU and in any RAM. Indexing one tensor
+and transforming the whole batch at once replaces the per-image PIL decode, ``ToTensor`` and the
+DataLoader's collation, which is where most of a small model's epoch goes.
+
+All randomness (the epoch's order and the flips) is a pure function of ``(seed, epoch, rank)``:
+a resumed run sees exactly the batches an uninterrupted one would, with no state to save.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import torch
+
+
+class EpochOrder:
+    """The indices one process visits in one epoch, like ``DistributedSampler``.
+
+    Shuffled with a generator seeded by ``seed + epoch``; process ``rank`` of ``world_size`` takes
+    every ``world_size``-th index from position ``rank``, so the shards are disjoint and together cover
+    the epoch. With ``even_shards`` (training under DDP, where every process must take the same number
+    of steps) the permutation is first cut to a multiple of ``world_size``: at most ``world_size - 1``
+    examples sit out an epoch, different ones each epoch. Evaluation keeps every index.
+
+    Lightning calls ``set_epoch`` at the start of every epoch, as it does for a DataLoader's sampler.
+    """
+
+    def __init__(
+        self, size: int, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1, even_shards: bool = False
+    ) -> None:
+        self.size = size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.even_shards = even_shards
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def indices(self) -> torch.Tensor:
+        """This process's indices for the current epoch (int64, on the CPU)."""
+        if self.shuffle:
+            order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        else:
+            order = torch.arange(self.size)
+        if self.even_shards:
+            order = order[: self.size - self.size % self.world_size]
+        return order[self.rank :: self.world_size]
+
+    def __len__(self) -> int:
+        total = self.size - self.size % self.world_size if self.even_shards else self.size
+        return len(range(self.rank, total, self.world_size))
+
+
+class DeviceLoader:
+    """Iterates ``(images, labels)`` batches: images ``(B, 1, 28, 28)`` float32, labels int64, on the data's device.
+
+    Args:
+        images: uint8 ``(N, 28, 28)``, already on the device batches should be on.
+        labels: int64 ``(N,)``, on the same device.
+        order: which indices to visit, and in which order; exposed as ``sampler`` for Lightning.
+        batch_size: images per batch; the last batch may be shorter (none is dropped).
+        flip: flip each image horizontally with probability 0.5 (training only).
+        mean: normalization mean in [0, 1] pixel units, or None for no normalization.
+        std: normalization standard deviation, used with ``mean``.
+    """
+
+    # Lightning inspects a loader's ``sampler`` (calling its ``set_epoch``) and ``batch_sampler``.
+    batch_sampler = None
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        order: EpochOrder,
+        batch_size: int,
+        flip: bool = False,
+        mean: float | None = None,
+        std: float | None = None,
+    ) -> None:
+        self.images = images
+        self.labels = labels
+        self.sampler = order
+        self.batch_size = batch_size
+        self.flip = flip
+        self.mean = mean
+        self.std = std
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.sampler) / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        device = self.images.device
+        indices = self.sampler.indices().to(device)
+        flips = self._flip_mask(len(indices), device) if self.flip else None
+        for start in range(0, len(indices), self.batch_size):
+            batch = indices[start : start + self.batch_size]
+            images = self.images[batch].unsqueeze(1).float().div_(255)
+            if flips is not None:
+                flip = flips[start : start + self.batch_size].view(-1, 1, 1, 1)
+                images = torch.where(flip, images.flip(-1), images)
+            if self.mean is not None:
+                images = images.sub_(self.mean).div_(self.std)
+            yield images, self.labels[batch]
+
+    def _flip_mask(self, count: int, device: torch.device) -> torch.Tensor:
+        # One draw per epoch, from a generator of its own: the global RNG is left untouched, and the
+        # flips depend only on (seed, epoch, rank).
+        order = self.sampler
+        seed = (order.seed + order.epoch) * 1_000_003 + order.rank
+        generator = torch.Generator(device=device).manual_seed(seed)
+        return torch.rand(count, generator=generator, device=device) < 0.5

@@ -1,0 +1,133 @@
+"""The command line end to end, on the real data, as a real subprocess where the exit matters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from fmnist_pl.cli import main
+
+from .conftest import REPO, SMALL_RUN, run_cli
+
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+TRAIN_VAL_TAGS = {"train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best"}
+
+
+def scalars(run_dir: Path) -> dict[str, list[float]]:
+    """Every scalar in a run folder's own TensorBoard event files, by tag."""
+    accumulator = EventAccumulator(str(run_dir))
+    accumulator.Reload()
+    return {tag: [event.value for event in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]}
+
+
+def fit(tmp_path: Path, data_dir: Path, *extra: str) -> Path:
+    """A small fit in ``tmp_path`` as a subprocess; return its run folder."""
+    run_cli(["fit", *SMALL_RUN, f"--data.data_dir={data_dir}", *extra], cwd=tmp_path)
+    runs = sorted((tmp_path / "lightning_logs" / "default").iterdir(), key=lambda p: p.stat().st_mtime)
+    return runs[-1]
+
+
+def test_fit_writes_one_run_folder_then_test_and_validate_need_no_config(tmp_path: Path, real_data_dir: Path) -> None:
+    run_dir = fit(tmp_path, real_data_dir, "--data.normalize=false", "--data.batch_size=32")
+    assert run_dir == tmp_path / "lightning_logs" / "default" / "version_0"
+    checkpoints = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert checkpoints[-1] == "last.ckpt" and checkpoints[0].startswith("best-epoch")
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["data"]["batch_size"] == 32
+    logged = scalars(run_dir)
+    assert TRAIN_VAL_TAGS <= set(logged)
+    assert len(logged["train/loss"]) == 2 and len(logged["val/acc"]) == 2  # once per epoch, not per step
+    assert "hp_metric" not in logged
+
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    result = run_cli(["test", f"--ckpt_path={ckpt}", "--trainer.enable_progress_bar=false"], cwd=tmp_path)
+    assert "test/acc" in result.stdout and "test/loss" in result.stdout
+    test_dir = run_dir / "test"
+    # The eval transforms came from the checkpoint (no normalization), the batch size too.
+    test_config = yaml.safe_load((test_dir / "config.yaml").read_text())
+    assert test_config["data"]["normalize"] is False and test_config["data"]["batch_size"] == 32
+    test_scalars = scalars(test_dir)
+    assert {"test/acc", "test/loss"} <= set(test_scalars)
+    assert 0.1 < test_scalars["test/acc"][0] <= 1.0
+
+    # An option given on the command line wins over the checkpoint's value.
+    run_cli(["validate", f"--ckpt_path={ckpt}", "--data.batch_size=500", "--trainer.enable_progress_bar=false"], cwd=tmp_path)
+    validate_config = yaml.safe_load((run_dir / "validate" / "config.yaml").read_text())
+    assert validate_config["data"]["batch_size"] == 500 and validate_config["data"]["normalize"] is False
+    assert {"val/acc", "val/loss"} <= set(scalars(run_dir / "validate"))
+
+    # A second run gets its own folder instead of failing on the existing config.yaml.
+    second = fit(tmp_path, real_data_dir, "--trainer.max_epochs=1")
+    assert second.name == "version_1" and (second / "config.yaml").is_file()
+
+
+def test_last_ckpt_holds_the_final_epoch_even_when_val_acc_stops_improving(tmp_path: Path, real_data_dir: Path) -> None:
+    # With lr 0 the weights never change, so val/acc never improves after the first epoch.
+    run_dir = fit(tmp_path, real_data_dir, "--trainer.max_epochs=3", "--model.optimizer=torch.optim.SGD", "--model.optimizer.lr=0")
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    (best_path,) = (run_dir / "checkpoints").glob("best-*.ckpt")
+    best = torch.load(best_path, weights_only=True)
+    assert last["epoch"] == 2 and best["epoch"] == 0
+
+
+def test_best_and_last_after_fit_in_the_same_process(tmp_path: Path, real_data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    cli = main(["fit", *SMALL_RUN, f"--data.data_dir={real_data_dir}"])
+    best = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path="best", verbose=False)
+    assert cli.trainer.ckpt_path == cli.trainer.checkpoint_callback.best_model_path
+    last = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path="last", verbose=False)
+    assert Path(cli.trainer.ckpt_path).name == "last.ckpt"
+    assert 0 < best[0]["test/acc"] <= 1 and 0 < last[0]["test/acc"] <= 1
+
+
+def test_same_config_twice_gives_the_same_metrics(tmp_path: Path, real_data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = ["fit", "--config", str(REPO / "configs" / "dropout.yaml"), *SMALL_RUN, f"--data.data_dir={real_data_dir}"]
+    first = {k: v.item() for k, v in main(args).trainer.callback_metrics.items()}
+    second = {k: v.item() for k, v in main(args).trainer.callback_metrics.items()}
+    assert first == second and set(first) >= TRAIN_VAL_TAGS
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
+def test_every_config_trains_briefly(config: Path, tmp_path: Path, real_data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = yaml.safe_load(config.read_text())
+    assert isinstance(settings["seed_everything"], int)
+    cli = main(["fit", "--config", str(config), *SMALL_RUN, f"--data.data_dir={real_data_dir}"])
+    assert Path(cli.trainer.log_dir).resolve() == tmp_path / "lightning_logs" / config.stem / "version_0"
+    assert cli.trainer.current_epoch == 2 and TRAIN_VAL_TAGS <= set(cli.trainer.callback_metrics)
+
+
+def test_print_config_shows_the_defaults(tmp_path: Path) -> None:
+    printed = yaml.safe_load(run_cli(["fit", "--print_config"], cwd=tmp_path).stdout)
+    assert printed["model"]["hidden_sizes"] == [256, 128] and printed["data"]["val_size"] == 5000
+    assert printed["trainer"]["accelerator"] == "auto"
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["fit", "--model.dropout=1.5"], "--model.dropout must be in [0.0, 1.0), got 1.5"),
+        (["fit", "--data.batch_size=0"], "--data.batch_size must be at least 1, got 0"),
+        (["fit", "--data.val_size=60000"], "--data.val_size must be in [0, 60000), got 60000"),
+        (["fit", "--model.label_smoothing=-0.1"], "--model.label_smoothing must be in [0.0, 1.0), got -0.1"),
+        (["test", "--ckpt_path=missing.ckpt"], "--ckpt_path missing.ckpt: no such file"),
+    ],
+)
+def test_bad_values_are_one_line_errors(tmp_path: Path, args: list[str], expected: str) -> None:
+    result = run_cli(args, cwd=tmp_path, check=False)
+    assert result.returncode == 2
+    assert expected in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "lightning_logs").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [(["fit", "--model.no_such_option=1"], "no_such_option"), (["fit", "--data.batch_size=many"], "batch_size")],
+)
+def test_unknown_options_and_wrong_types_are_the_clis_errors(tmp_path: Path, args: list[str], named: str) -> None:
+    result = run_cli(args, cwd=tmp_path, check=False)
+    assert result.returncode != 0 and named in result.stderr and "Traceback" not in result.stderr

@@ -1,0 +1,95 @@
+"""The data module on the real FashionMNIST files: splits, transforms, loaders, option checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from fmnist_pl.data.classes import FASHION_MNIST_MEAN, FASHION_MNIST_STD
+from fmnist_pl.data.datamodule import FashionMNISTDataModule, split_indices
+from fmnist_pl.errors import ConfigError
+
+
+LOADERS = ("tensor", "torchvision")
+
+
+def make(real_data_dir: Path, loader: str = "torchvision", **kwargs) -> FashionMNISTDataModule:
+    data = FashionMNISTDataModule(data_dir=str(real_data_dir), download=False, loader=loader, **kwargs)
+    data.prepare_data()
+    return data
+
+
+def test_split_is_disjoint_complete_and_fixed_by_its_seed() -> None:
+    train, val = split_indices(1000, 100, seed=3)
+    assert len(val) == 100 and len(train) == 900
+    assert sorted(torch.cat([train, val]).tolist()) == list(range(1000))
+    again_train, again_val = split_indices(1000, 100, seed=3)
+    assert torch.equal(train, again_train) and torch.equal(val, again_val)
+    assert not torch.equal(val, split_indices(1000, 100, seed=4)[1])
+    assert torch.equal(train, train.sort().values)
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_loaders_cover_every_image_once(real_data_dir: Path, loader: str) -> None:
+    data = make(real_data_dir, loader, val_size=5000, batch_size=64)
+    data.setup("fit")
+    data.setup("test")
+    assert len(data.train_set) == 55000
+    counts = {}
+    for name, batches in (("train", data.train_dataloader()), ("val", data.val_dataloader()), ("test", data.test_dataloader())):
+        counts[name] = sum(len(targets) for _, targets in batches)
+    assert counts == {"train": 55000, "val": 5000, "test": 10000}
+
+
+def test_normalization_is_applied_to_train_and_eval_alike(real_data_dir: Path) -> None:
+    raw = make(real_data_dir, normalize=False)
+    normed = make(real_data_dir, normalize=True)
+    for data in (raw, normed):
+        data.setup("fit")
+        data.setup("test")
+    raw_image, label = raw.test_set[0]
+    normed_image, same_label = normed.test_set[0]
+    assert label == same_label and raw_image.min() >= 0 and raw_image.max() <= 1
+    torch.testing.assert_close(normed_image, (raw_image - FASHION_MNIST_MEAN) / FASHION_MNIST_STD)
+    torch.testing.assert_close(normed.val_set[0][0], (raw.val_set[0][0] - FASHION_MNIST_MEAN) / FASHION_MNIST_STD)
+    torch.testing.assert_close(normed.train_set[0][0], (raw.train_set[0][0] - FASHION_MNIST_MEAN) / FASHION_MNIST_STD)
+
+
+def test_flip_touches_only_training_images_about_half_the_time(real_data_dir: Path) -> None:
+    data = make(real_data_dir, flip=True, normalize=False)
+    data.setup("fit")
+    plain = make(real_data_dir, flip=False, normalize=False)
+    plain.setup("fit")
+    torch.manual_seed(0)
+    flipped = sum(
+        torch.equal(data.train_set[i][0], plain.train_set[i][0].flip(-1))
+        and not torch.equal(plain.train_set[i][0], plain.train_set[i][0].flip(-1))
+        for i in range(400)
+    )
+    assert 150 < flipped < 250
+    assert all(torch.equal(data.val_set[i][0], plain.val_set[i][0]) for i in range(50))
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_unshuffled_training_walks_the_file_in_order(real_data_dir: Path, loader: str) -> None:
+    data = make(real_data_dir, loader, shuffle=False, val_size=0, batch_size=10)
+    data.setup("fit")
+    first_batch = next(iter(data.train_dataloader()))[1]
+    assert first_batch.tolist() == [9, 0, 0, 3, 0, 2, 7, 2, 5, 5]  # the first ten labels of train-labels-idx1-ubyte
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "option"),
+    [
+        ({"val_size": 60000}, "--data.val_size"),
+        ({"val_size": -1}, "--data.val_size"),
+        ({"batch_size": 0}, "--data.batch_size"),
+        ({"num_workers": -2}, "--data.num_workers"),
+        ({"std": 0.0}, "--data.std"),
+    ],
+)
+def test_out_of_range_options_are_refused_by_name(kwargs: dict, option: str) -> None:
+    with pytest.raises(ConfigError, match=option):
+        FashionMNISTDataModule(**kwargs)

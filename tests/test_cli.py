@@ -83,6 +83,15 @@ def test_best_and_last_after_fit_in_the_same_process(tmp_path: Path, real_data_d
     assert 0 < best[0]["test/acc"] <= 1 and 0 < last[0]["test/acc"] <= 1
 
 
+def test_scheduler_steps_once_per_epoch(tmp_path: Path, real_data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    cli = main([
+        "fit", *SMALL_RUN, f"--data.data_dir={real_data_dir}", "--model.scheduler=torch.optim.lr_scheduler.StepLR",
+        "--model.scheduler.step_size=1", "--model.scheduler.gamma=0.5",
+    ])
+    assert cli.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.01 * 0.5**2)
+
+
 def test_same_config_twice_gives_the_same_metrics(tmp_path: Path, real_data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     args = ["fit", "--config", str(REPO / "configs" / "dropout.yaml"), *SMALL_RUN, f"--data.data_dir={real_data_dir}"]

@@ -46,9 +46,13 @@ def test_label_smoothing_changes_the_training_loss_only() -> None:
 
 def test_epoch_loss_is_the_mean_over_samples_not_batches() -> None:
     module = FashionClassifier()
-    module.test_loss.update(torch.tensor(1.0), weight=64)
-    module.test_loss.update(torch.tensor(4.0), weight=16)  # a short last batch
+    preds = torch.zeros(64, dtype=torch.long)
+    module._update("test", torch.tensor(1.0), preds, preds)
+    module._update("test", torch.tensor(4.0), preds[:16], preds[:16])  # a short last batch
     assert module.test_loss.compute().item() == pytest.approx((64 * 1.0 + 16 * 4.0) / 80)
+    module._update("train", torch.tensor([1.0, 2.0, 3.0]), preds[:6], preds[:6])  # a group of 3 batches of 2
+    module._update("train", torch.tensor(10.0), preds[:1], preds[:1])
+    assert module.train_loss.compute().item() == pytest.approx((2 * 1.0 + 2 * 2.0 + 2 * 3.0 + 10.0) / 7)
 
 
 def test_accuracy_is_over_all_samples() -> None:
@@ -67,7 +71,7 @@ def test_default_optimizer_is_the_tutorials_sgd() -> None:
 def test_scheduler_is_wired_when_given() -> None:
     module = FashionClassifier(scheduler=lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5))
     config = module.configure_optimizers()
-    assert isinstance(config["lr_scheduler"]["scheduler"], torch.optim.lr_scheduler.StepLR)
+    assert isinstance(config["lr_scheduler"], torch.optim.lr_scheduler.StepLR)
 
 
 @pytest.mark.parametrize(

@@ -68,6 +68,8 @@ class DeviceLoader:
         flip: flip each image horizontally with probability 0.5 (training only).
         mean: normalization mean in [0, 1] pixel units, or None for no normalization.
         std: normalization standard deviation, used with ``mean``.
+        group: batches yielded together, stacked as ``(K, B, 1, 28, 28)`` and ``(K, B)``; 1 yields
+            plain batches. A short last batch always comes alone.
     """
 
     # Lightning inspects a loader's ``sampler`` (calling its ``set_epoch``) and ``batch_sampler``.
@@ -82,6 +84,7 @@ class DeviceLoader:
         flip: bool = False,
         mean: float | None = None,
         std: float | None = None,
+        group: int = 1,
     ) -> None:
         self.images = images
         self.labels = labels
@@ -90,23 +93,38 @@ class DeviceLoader:
         self.flip = flip
         self.mean = mean
         self.std = std
+        self.group = group
 
     def __len__(self) -> int:
-        return math.ceil(len(self.sampler) / self.batch_size)
+        full, short = divmod(len(self.sampler), self.batch_size)
+        return math.ceil(full / self.group) + (short > 0)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         device = self.images.device
         indices = self.sampler.indices().to(device)
         flips = self._flip_mask(len(indices), device) if self.flip else None
-        for start in range(0, len(indices), self.batch_size):
-            batch = indices[start : start + self.batch_size]
-            images = self.images[batch].unsqueeze(1).float().div_(255)
-            if flips is not None:
-                flip = flips[start : start + self.batch_size].view(-1, 1, 1, 1)
-                images = torch.where(flip, images.flip(-1), images)
-            if self.mean is not None:
-                images = images.sub_(self.mean).div_(self.std)
-            yield images, self.labels[batch]
+        for start, stop in self._spans(len(indices)):
+            images, labels = self._transform(indices[start:stop], None if flips is None else flips[start:stop])
+            if self.group > 1 and len(labels) % self.batch_size == 0:
+                images = images.view(-1, self.batch_size, *images.shape[1:])
+                labels = labels.view(-1, self.batch_size)
+            yield images, labels
+
+    def _spans(self, total: int) -> Iterator[tuple[int, int]]:
+        """(start, stop) of each group of whole batches, then of the short last batch on its own."""
+        whole = total - total % self.batch_size
+        for start in range(0, whole, self.batch_size * self.group):
+            yield start, min(start + self.batch_size * self.group, whole)
+        if whole < total:
+            yield whole, total
+
+    def _transform(self, batch: torch.Tensor, flips: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        images = self.images[batch].unsqueeze(1).float().div_(255)
+        if flips is not None:
+            images = torch.where(flips.view(-1, 1, 1, 1), images.flip(-1), images)
+        if self.mean is not None:
+            images = images.sub_(self.mean).div_(self.std)
+        return images, self.labels[batch]
 
     def _flip_mask(self, count: int, device: torch.device) -> torch.Tensor:
         # One draw per epoch, from a generator of its own: the global RNG is left untouched, and the

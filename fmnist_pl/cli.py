@@ -13,6 +13,7 @@ from typing import Any
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
+from fmnist_pl.callbacks.figures import TensorBoardFigures
 from fmnist_pl.checkpoints import read_hyperparameters
 from fmnist_pl.data.datamodule import FashionMNISTDataModule
 from fmnist_pl.errors import UserError
@@ -51,7 +52,9 @@ class FashionCLI(LightningCLI):
             trainer_defaults={
                 "logger": {
                     "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                    "init_args": {"save_dir": "lightning_logs", "name": "default", "default_hp_metric": False},
+                    "init_args": {
+                        "save_dir": "lightning_logs", "name": "default", "default_hp_metric": False, "log_graph": True,
+                    },
                 },
                 "callbacks": [best_checkpoint(), last_checkpoint()],
             },
@@ -65,6 +68,7 @@ class FashionCLI(LightningCLI):
         )
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(TensorBoardFigures, "figures")
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.input_size", "model.input_size", apply_on="instantiate")
 
@@ -104,17 +108,25 @@ class FashionCLI(LightningCLI):
                     "name": run_dir.parent.name,
                     "version": f"{run_dir.name}/{subcommand}",
                     "default_hp_metric": False,
+                    "log_graph": False,
                 },
             }
         return defaults
 
 
-def main(args: ArgsType = None) -> FashionCLI:
+def main(args: ArgsType = None) -> FashionCLI | None:
     """Run the command line; errors the user can fix print as one line and exit with status 2.
 
+    ``show`` is this project's own command (no model, no trainer); everything else is LightningCLI's.
     Set ``FMNIST_DEBUG=1`` to get the full traceback instead.
     """
+    argv = list(sys.argv[1:] if args is None else args)
     try:
+        if argv[:1] == ["show"]:
+            from fmnist_pl.show import main as show
+
+            show(argv[1:])
+            return None
         return FashionCLI(args=args)
     except UserError as err:
         if os.environ.get("FMNIST_DEBUG"):

@@ -12,7 +12,7 @@ from torch.nn import functional as F
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from fmnist_pl.data.classes import INPUT_SIZE, NUM_CLASSES
+from fmnist_pl.data.classes import IMAGE_SHAPE, INPUT_SIZE, NUM_CLASSES
 from fmnist_pl.errors import ConfigError, check_range
 from fmnist_pl.model import MLP
 
@@ -69,6 +69,8 @@ class FashionClassifier(LightningModule):
         # The training step runs several optimizer steps per call when batches come grouped.
         self.automatic_optimization = False
         self.net = MLP(input_size, hidden_sizes, num_classes, dropout)
+        # Lets TensorBoardLogger(log_graph=True) trace the model graph.
+        self.example_input_array = torch.zeros(1, *IMAGE_SHAPE)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.label_smoothing = label_smoothing
@@ -148,16 +150,20 @@ class FashionClassifier(LightningModule):
         elif scheduler is not None:
             scheduler.step()
 
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self._update("val", *self.model_step(batch))
+    def validation_step(self, batch: Batch, batch_idx: int) -> dict[str, torch.Tensor]:
+        loss, preds, targets = self.model_step(batch)
+        self._update("val", loss, preds, targets)
+        return {"preds": preds}  # for callbacks: confusion matrix, misclassified images
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val")
         self.val_acc_best(self.val_acc.compute())
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
 
-    def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self._update("test", *self.model_step(batch))
+    def test_step(self, batch: Batch, batch_idx: int) -> dict[str, torch.Tensor]:
+        loss, preds, targets = self.model_step(batch)
+        self._update("test", loss, preds, targets)
+        return {"preds": preds}
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")

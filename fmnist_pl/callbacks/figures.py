@@ -1,0 +1,206 @@
+"""TensorBoard pictures and per-class numbers: sample grid, confusion matrices, mistakes, hparams."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import TensorBoardLogger
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+from fmnist_pl import plots
+
+
+class TensorBoardFigures(Callback):
+    """Puts what people would rather look at than read into TensorBoard and the run folder.
+
+    During fit: a grid of training samples as the model sees them (after augmentation) once per
+    run; per validation epoch the per-class accuracy as scalars ``val/acc_per_class/<name>`` (e.g.
+    ``T-shirt-top``); every
+    ``every_n_epochs`` a row-normalized confusion matrix and a grid of misclassified validation
+    images titled "true → predicted"; at the end, the hparams tab with the run's hyperparameters
+    and its real final ``val/acc`` (never the -1 placeholder). After test: the test confusion
+    matrix, per-class precision and recall as scalars, ``confusion_matrix_test.png`` and
+    ``test_report.md`` in the run folder, and ``test/acc`` in the hparams tab.
+
+    Args:
+        enabled: Switch all of it off with ``--figures.enabled false``.
+        every_n_epochs: Draw the validation figures every N epochs (and at the last one); the
+            per-class scalars are logged every epoch.
+        max_misclassified: At most this many images in the misclassified grid.
+        lang: Class names in English (``en``) or Korean (``ko``, needs a font with Hangul).
+    """
+
+    def __init__(
+        self, enabled: bool = True, every_n_epochs: int = 5, max_misclassified: int = 32, lang: Literal["en", "ko"] = "en"
+    ) -> None:
+        super().__init__()
+        self.enabled = enabled
+        self.every_n_epochs = max(1, every_n_epochs)
+        self.max_misclassified = max_misclassified
+        self.lang = lang
+        self.confusion: dict[str, MulticlassConfusionMatrix] = {}
+        self._mistakes: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._grid_logged = False
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        num_classes = pl_module.hparams.num_classes
+        for split in ("val", "test"):
+            self.confusion[split] = MulticlassConfusionMatrix(num_classes, validate_args=False).to(pl_module.device)
+
+    # ----- fit -----------------------------------------------------------------------------
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
+        if not self._active(trainer) or self._grid_logged:
+            return
+        images, labels = batch
+        if images.dim() == 5:  # a group of batches: the first one is enough
+            images, labels = images[0], labels[0]
+        names, font = plots.class_names(self.lang)
+        count = min(32, len(labels))
+        figure = plots.image_grid(
+            self._display(trainer, images[:count]), [names[int(i)] for i in labels[:count]], font,
+            title="training samples, after augmentation",
+        )
+        self._experiment(trainer).add_figure("train/samples", figure, global_step=trainer.global_step)
+        self._grid_logged = True
+
+    def on_validation_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        self._collect("val", trainer, outputs, batch, keep_mistakes=self._draw_now(trainer))
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not self.enabled or trainer.sanity_checking:
+            self._reset("val")
+            return
+        matrix = self.confusion["val"].compute()
+        names, font = plots.class_names(self.lang)
+        accuracy = matrix.diag() / matrix.sum(dim=1).clamp(min=1)
+        for name, value in zip(tag_names(), accuracy):
+            pl_module.log(f"val/acc_per_class/{name}", value)
+        if self._active(trainer) and self._draw_now(trainer):
+            step = trainer.current_epoch
+            experiment = self._experiment(trainer)
+            experiment.add_figure(
+                "val/confusion_matrix", plots.confusion_matrix(matrix, names, font, f"validation, epoch {step}"), step
+            )
+            if self._mistakes:
+                images, truth, predicted = (torch.cat(parts) for parts in zip(*self._mistakes))
+                captions = [f"{names[int(t)]} → {names[int(p)]}" for t, p in zip(truth, predicted)]
+                figure = plots.image_grid(
+                    self._display(trainer, images), captions, font, title=f"misclassified (true → predicted), epoch {step}"
+                )
+                experiment.add_figure("val/misclassified", figure, step)
+        self._reset("val")
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._active(trainer):
+            metrics = trainer.callback_metrics
+            self._log_hparams(trainer, pl_module, {
+                "hp/val_acc": float(metrics["val/acc"]), "hp/val_acc_best": float(metrics["val/acc_best"]),
+            })
+
+    # ----- test ----------------------------------------------------------------------------
+
+    def on_test_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        self._collect("test", trainer, outputs, batch, keep_mistakes=False)
+
+    def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not self.enabled:
+            return
+        matrix = self.confusion["test"].compute()
+        self._reset("test")
+        names, font = plots.class_names(self.lang)
+        counts = matrix.double()
+        precision = counts.diag() / counts.sum(dim=0).clamp(min=1)
+        recall = counts.diag() / counts.sum(dim=1).clamp(min=1)
+        for name, p, r in zip(tag_names(), precision, recall):
+            pl_module.log(f"test/precision_per_class/{name}", p.float())
+            pl_module.log(f"test/recall_per_class/{name}", r.float())
+        if not trainer.is_global_zero:
+            return
+        figure = plots.confusion_matrix(matrix, names, font, f"test, {int(counts.sum())} images")
+        if trainer.log_dir is not None:
+            folder = Path(trainer.log_dir)
+            plots.save_png(figure, folder / "confusion_matrix_test.png")
+            write_report(folder / "test_report.md", names, matrix)
+        if self._active(trainer):
+            self._experiment(trainer).add_figure("test/confusion_matrix", figure, 0)
+
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._active(trainer):
+            self._log_hparams(trainer, pl_module, {"hp/test_acc": float(trainer.callback_metrics["test/acc"])})
+
+    # ----- helpers -------------------------------------------------------------------------
+
+    def _collect(self, split: str, trainer: Trainer, outputs: Any, batch: Any, keep_mistakes: bool) -> None:
+        if not self.enabled or outputs is None:
+            return
+        images, targets = batch
+        preds = outputs["preds"]
+        self.confusion[split].update(preds, targets)
+        room = self.max_misclassified - sum(len(t) for _, t, _ in self._mistakes)
+        if keep_mistakes and room > 0 and not trainer.sanity_checking:
+            wrong = (preds != targets).nonzero().flatten()[:room]
+            if len(wrong):
+                self._mistakes.append((images[wrong].detach(), targets[wrong], preds[wrong]))
+
+    def _reset(self, split: str) -> None:
+        self.confusion[split].reset()
+        self._mistakes = []
+
+    def _draw_now(self, trainer: Trainer) -> bool:
+        epoch = trainer.current_epoch
+        last = trainer.max_epochs is not None and epoch == trainer.max_epochs - 1
+        return (epoch + 1) % self.every_n_epochs == 0 or last
+
+    def _active(self, trainer: Trainer) -> bool:
+        return self.enabled and trainer.is_global_zero and isinstance(trainer.logger, TensorBoardLogger)
+
+    @staticmethod
+    def _experiment(trainer: Trainer):
+        return trainer.logger.experiment
+
+    @staticmethod
+    def _display(trainer: Trainer, images: torch.Tensor):
+        data = trainer.datamodule.hparams if trainer.datamodule is not None else {}
+        normalized = data.get("normalize", False)
+        return plots.to_display(images, data.get("mean") if normalized else None, data.get("std") if normalized else None)
+
+    @staticmethod
+    def _log_hparams(trainer: Trainer, pl_module: LightningModule, metrics: dict[str, float]) -> None:
+        params = {f"model/{k}": v for k, v in pl_module.hparams.items() if not k.startswith("_")}
+        if trainer.datamodule is not None:
+            params |= {f"data/{k}": v for k, v in trainer.datamodule.hparams.items() if not k.startswith("_")}
+        params = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in params.items()}
+        trainer.logger.log_hyperparams(params, metrics)
+
+
+def tag_names() -> list[str]:
+    """English class names fit for a TensorBoard tag ("/" would nest: T-shirt/top -> T-shirt-top)."""
+    return [name.replace("/", "-") for name in plots.CLASS_NAMES["en"]]
+
+
+def write_report(path: Path, names: tuple[str, ...], matrix: torch.Tensor) -> Path:
+    """A markdown table of per-class precision, recall and support, written atomically."""
+    counts = matrix.double().cpu()
+    precision = counts.diag() / counts.sum(dim=0).clamp(min=1)
+    recall = counts.diag() / counts.sum(dim=1).clamp(min=1)
+    lines = [
+        f"# Test report: {int(counts.sum())} images, accuracy {counts.diag().sum() / counts.sum():.4f}",
+        "",
+        "| class | precision | recall | images |",
+        "| --- | --- | --- | --- |",
+    ]
+    lines += [
+        f"| {name} | {p:.4f} | {r:.4f} | {int(n)} |" for name, p, r, n in zip(names, precision, recall, counts.sum(dim=1))
+    ]
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path

@@ -1,0 +1,144 @@
+"""Figures people would rather look at than read: labelled image grids and confusion matrices.
+
+Plain matplotlib ``Figure`` objects, no pyplot: they need no display and no global state, so the
+callbacks can draw them during training. The callbacks put them into TensorBoard; the ``show``
+command saves or shows them.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib.ft2font
+import numpy as np
+import torch
+from matplotlib import font_manager
+from matplotlib.figure import Figure
+
+from fmnist_pl.data.classes import CLASS_NAMES
+
+_HANGUL_PROBE = "가"
+
+
+@functools.cache
+def hangul_font() -> str | None:
+    """Path of an installed font that has Hangul glyphs (e.g. Debian's fonts-nanum), or None."""
+    preferred = ("NanumGothic", "NanumBarunGothic", "Noto Sans CJK", "NanumSquare")
+    candidates = sorted(
+        font_manager.findSystemFonts(),
+        key=lambda path: next((i for i, name in enumerate(preferred) if name.replace(" ", "") in Path(path).name.replace(" ", "")), len(preferred)),
+    )
+    for path in candidates:
+        try:
+            if ord(_HANGUL_PROBE) in matplotlib.ft2font.FT2Font(path).get_charmap():
+                return path
+        except (RuntimeError, OSError):
+            continue
+    return None
+
+
+@functools.cache
+def class_names(lang: str) -> tuple[tuple[str, ...], str | None]:
+    """The class names in ``lang`` and the font file to draw them with (None: matplotlib's default).
+
+    Korean needs a font with Hangul; without one, this warns once and falls back to English rather
+    than draw empty boxes.
+    """
+    if lang == "ko":
+        font = hangul_font()
+        if font is not None:
+            return CLASS_NAMES["ko"], font
+        warnings.warn(
+            "no font with Hangul is installed (e.g. `apt-get install fonts-nanum`); showing English class names",
+            stacklevel=2,
+        )
+    return CLASS_NAMES["en"], None
+
+
+def to_display(images: torch.Tensor, mean: float | None, std: float | None) -> np.ndarray:
+    """Undo the normalization and clamp to [0, 1]: ``(N, 1, 28, 28)`` -> ``(N, 28, 28)`` float array."""
+    images = images.detach().float().cpu()
+    if mean is not None and std is not None:
+        images = images * std + mean
+    return images.clamp(0, 1).squeeze(1).numpy()
+
+
+def new_figure(width: float, height: float, figure: Figure | None = None) -> Figure:
+    """A fresh ``Figure`` of this size, or ``figure`` (e.g. a pyplot one, to show on screen) resized."""
+    if figure is None:
+        return Figure(figsize=(width, height))
+    figure.set_size_inches(width, height)
+    return figure
+
+
+def image_grid(
+    images: np.ndarray,
+    captions: Sequence[str],
+    font: str | None,
+    columns: int = 8,
+    title: str | None = None,
+    figure: Figure | None = None,
+) -> Figure:
+    """A grid of grayscale images, each with its caption underneath."""
+    count = len(images)
+    columns = max(1, min(columns, count))
+    rows = -(-count // columns)
+    figure = new_figure(1.6 * columns, 1.9 * rows, figure)
+    axes = figure.subplots(rows, columns, squeeze=False)
+    props = font_manager.FontProperties(fname=font, size=9) if font else font_manager.FontProperties(size=9)
+    for index, axis in enumerate(axes.flat):
+        axis.axis("off")
+        if index < count:
+            axis.imshow(images[index], cmap="gray", vmin=0, vmax=1)
+            axis.set_title(captions[index], fontproperties=props, y=-0.22)
+    if title:
+        figure.suptitle(title, fontproperties=font_manager.FontProperties(fname=font, size=12) if font else None)
+    figure.tight_layout()
+    return figure
+
+
+def single_image(image: np.ndarray, caption: str, font: str | None, figure: Figure | None = None) -> Figure:
+    """One image, its class name as the title (the tutorial's single-image view)."""
+    figure = new_figure(4, 4.4, figure)
+    axis = figure.subplots()
+    axis.imshow(image, cmap="gray", vmin=0, vmax=1)
+    axis.axis("off")
+    axis.set_title(caption, fontproperties=font_manager.FontProperties(fname=font, size=14) if font else None)
+    figure.tight_layout()
+    return figure
+
+
+def confusion_matrix(matrix: torch.Tensor, names: Sequence[str], font: str | None, title: str) -> Figure:
+    """A row-normalized confusion matrix (each row: where that true class went), names on both axes."""
+    counts = matrix.detach().cpu().double()
+    rates = (counts / counts.sum(dim=1, keepdim=True).clamp(min=1)).numpy()
+    size = len(names)
+    props = font_manager.FontProperties(fname=font, size=8) if font else font_manager.FontProperties(size=8)
+    figure = Figure(figsize=(7.5, 6.5))
+    axis = figure.subplots()
+    image = axis.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    axis.set_xticks(range(size), labels=names, rotation=45, ha="right", fontproperties=props)
+    axis.set_yticks(range(size), labels=names, fontproperties=props)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    axis.set_title(title)
+    for row in range(size):
+        for column in range(size):
+            if rates[row, column] >= 0.005:
+                color = "white" if rates[row, column] > 0.5 else "black"
+                axis.text(column, row, f"{rates[row, column]:.2f}", ha="center", va="center", fontsize=7, color=color)
+    figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04)
+    figure.tight_layout()
+    return figure
+
+
+def save_png(figure: Figure, path: Path, dpi: int = 100) -> Path:
+    """Write the figure to ``path`` through a temporary file, so a crash leaves no half-written PNG."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial")
+    figure.savefig(tmp, dpi=dpi, format="png")
+    tmp.replace(path)
+    return path

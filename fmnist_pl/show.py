@@ -1,0 +1,74 @@
+"""``python -m fmnist_pl show``: look at the data as the tutorial does, with class names.
+
+A grid of images with the class name under each one, or one image alone with its name as the title;
+``--augment`` shows the training transforms (random horizontal flips). On screen when there is a
+display and no ``--out``; otherwise ``--out FILE.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import torch
+
+from fmnist_pl import plots
+from fmnist_pl.data.files import TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS, ensure_files, local_source_dirs, read_idx
+from fmnist_pl.errors import ConfigError
+
+_FILES = {"train": (TRAIN_IMAGES, TRAIN_LABELS), "test": (TEST_IMAGES, TEST_LABELS)}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m fmnist_pl show", description=__doc__.splitlines()[0])
+    parser.add_argument("--split", choices=("train", "test"), default="train", help="which images (default: train)")
+    parser.add_argument("--n", type=int, default=64, help="images in the grid, the first N of the split (default: 64)")
+    parser.add_argument("--index", type=int, help="show this one image alone, its class name as the title")
+    parser.add_argument("--augment", action="store_true", help="apply the training transforms (random horizontal flip)")
+    parser.add_argument("--lang", choices=("en", "ko"), default="en", help="class names in English or Korean")
+    parser.add_argument("--out", type=Path, help="write a PNG here instead of showing it on screen")
+    parser.add_argument("--data_dir", default="data", help="data folder, as --data.data_dir (default: data)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random flips with --augment")
+    return parser
+
+
+def main(argv: list[str]) -> Path | None:
+    """Render the requested view; return the PNG path written, or None when shown on screen."""
+    args = build_parser().parse_args(argv)
+    if args.out is None and not os.environ.get("DISPLAY"):
+        raise ConfigError("show: no display here; give --out FILE.png to write the picture to a file")
+    images_file, labels_file = _FILES[args.split]
+    folder = ensure_files(args.data_dir, local_source_dirs(), download=True)
+    images, labels = read_idx(folder / images_file.name), read_idx(folder / labels_file.name)
+    if args.index is not None:
+        if not 0 <= args.index < len(labels):
+            raise ConfigError(f"show: --index must be in [0, {len(labels)}), got {args.index}")
+        chosen = torch.tensor([args.index])
+    else:
+        if not 1 <= args.n <= len(labels):
+            raise ConfigError(f"show: --n must be in [1, {len(labels)}], got {args.n}")
+        chosen = torch.arange(args.n)
+    pictures = images[chosen].float().div(255)
+    if args.augment:
+        flips = torch.rand(len(chosen), generator=torch.Generator().manual_seed(args.seed)) < 0.5
+        pictures = torch.where(flips.view(-1, 1, 1), pictures.flip(-1), pictures)
+    names, font = plots.class_names(args.lang)
+    captions = [names[int(label)] for label in labels[chosen]]
+
+    figure = None
+    if args.out is None:
+        import matplotlib.pyplot as plt
+
+        figure = plt.figure()
+    if args.index is not None:
+        figure = plots.single_image(pictures[0].numpy(), captions[0], font, figure=figure)
+    else:
+        title = f"{args.split}, first {len(chosen)}" + (", with training flips" if args.augment else "")
+        figure = plots.image_grid(pictures.numpy(), captions, font, title=title, figure=figure)
+    if args.out is None:
+        plt.show()
+        return None
+    path = plots.save_png(figure, args.out)
+    print(f"wrote {path}")
+    return path

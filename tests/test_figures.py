@@ -1,0 +1,120 @@
+"""Pictures: the show command's PNGs, Hangul fonts, and what the callback writes for TensorBoard."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from matplotlib import image as mpimg
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+from fmnist_pl import plots
+from fmnist_pl.callbacks.figures import tag_names
+from fmnist_pl.data.classes import CLASS_NAMES
+from fmnist_pl.show import main as show
+
+from .conftest import SMALL_RUN, run_cli
+
+
+def read_png(path: Path) -> np.ndarray:
+    assert path.is_file()
+    return mpimg.imread(path)
+
+
+def assert_not_blank(pixels: np.ndarray) -> None:
+    assert pixels[..., :3].var() > 0.01  # a blank or single-colour picture has about 0
+
+
+def test_show_grid_and_single_image(tmp_path: Path, real_data_dir: Path) -> None:
+    grid = show(["--out", str(tmp_path / "grid.png"), "--data_dir", str(real_data_dir), "--n", "16"])
+    pixels = read_png(grid)
+    assert pixels.shape[:2] == (380, 1280)  # 2 rows x 8 columns at 1.9 x 1.6 inches, 100 dpi
+    assert_not_blank(pixels)
+    one = show(["--out", str(tmp_path / "one.png"), "--data_dir", str(real_data_dir), "--index", "1", "--split", "test"])
+    pixels = read_png(one)
+    assert pixels.shape[:2] == (440, 400)
+    assert_not_blank(pixels)
+
+
+def test_augment_flips_some_images(tmp_path: Path, real_data_dir: Path) -> None:
+    plain = read_png(show(["--out", str(tmp_path / "a.png"), "--data_dir", str(real_data_dir), "--n", "8"]))
+    flipped = read_png(show(["--out", str(tmp_path / "b.png"), "--data_dir", str(real_data_dir), "--n", "8", "--augment"]))
+    assert plain.shape == flipped.shape and not np.array_equal(plain, flipped)
+
+
+def test_korean_names_use_a_hangul_font_when_installed() -> None:
+    font = plots.hangul_font()
+    if font is None:
+        pytest.skip("no font with Hangul here: apt-get install fonts-nanum (CI installs it)")
+    names, chosen = plots.class_names("ko")
+    assert names == CLASS_NAMES["ko"] and chosen == font
+
+
+def test_korean_falls_back_to_english_with_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Fonts cannot be uninstalled for one test, so the font search is made to find none.
+    plots.class_names.cache_clear()
+    monkeypatch.setattr(plots, "hangul_font", lambda: None)
+    with pytest.warns(UserWarning, match="no font with Hangul"):
+        names, font = plots.class_names("ko")
+    assert names == CLASS_NAMES["en"] and font is None
+    plots.class_names.cache_clear()
+
+
+def test_show_without_display_or_out_is_a_one_line_error(tmp_path: Path) -> None:
+    result = run_cli(["show"], cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "give --out FILE.png" in result.stderr and "Traceback" not in result.stderr
+
+
+def hparams_sessions(run_dir: Path) -> list[dict]:
+    """The hparams plugin's session-start records in a run folder's own event files."""
+    sessions = []
+    for events in run_dir.glob("events.out.tfevents.*"):
+        for event in EventFileLoader(str(events)).Load():
+            for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name == "hparams":
+                    data = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
+                    if data.HasField("session_start_info"):
+                        sessions.append({k: v for k, v in data.session_start_info.hparams.items()})
+    return sessions
+
+
+def test_fit_and_test_write_figures_scalars_and_real_hparams(tmp_path: Path, real_data_dir: Path) -> None:
+    run_cli(["fit", *SMALL_RUN, f"--data.data_dir={real_data_dir}", "--figures.every_n_epochs=1"], cwd=tmp_path)
+    run_dir = tmp_path / "lightning_logs" / "default" / "version_0"
+    accumulator = EventAccumulator(str(run_dir), size_guidance={"images": 0})
+    accumulator.Reload()
+    tags = accumulator.Tags()
+    assert {"train/samples", "val/confusion_matrix", "val/misclassified"} <= set(tags["images"])
+    assert {f"val/acc_per_class/{name}" for name in tag_names()} <= set(tags["scalars"])
+    assert tags["graph"]
+    final_val_acc = accumulator.Scalars("val/acc")[-1].value
+    assert accumulator.Scalars("hp/val_acc")[-1].value == pytest.approx(final_val_acc)
+    sessions = hparams_sessions(run_dir)
+    assert sessions and sessions[-1]["model/dropout"].number_value == 0.0
+    assert "hp_metric" not in tags["scalars"]
+
+    run_cli(["test", f"--ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", "--trainer.enable_progress_bar=false"], cwd=tmp_path)
+    test_dir = run_dir / "test"
+    assert_not_blank(read_png(test_dir / "confusion_matrix_test.png"))
+    report = (test_dir / "test_report.md").read_text().splitlines()
+    rows = [line for line in report if line.startswith("| ") and not line.startswith(("| class", "| ---"))]
+    assert len(rows) == 10 and sum(int(row.split("|")[4]) for row in rows) == 10000
+    accumulator = EventAccumulator(str(test_dir), size_guidance={"images": 0})
+    accumulator.Reload()
+    assert "test/confusion_matrix" in accumulator.Tags()["images"]
+    assert accumulator.Scalars("hp/test_acc")[-1].value == pytest.approx(accumulator.Scalars("test/acc")[-1].value)
+    assert hparams_sessions(test_dir)
+
+
+def test_figures_can_be_switched_off(tmp_path: Path, real_data_dir: Path) -> None:
+    run_cli(["fit", *SMALL_RUN, f"--data.data_dir={real_data_dir}", "--figures.enabled=false"], cwd=tmp_path)
+    run_dir = tmp_path / "lightning_logs" / "default" / "version_0"
+    accumulator = EventAccumulator(str(run_dir), size_guidance={"images": 0})
+    accumulator.Reload()
+    assert accumulator.Tags()["images"] == []
+    assert not any(tag.startswith("val/acc_per_class") for tag in accumulator.Tags()["scalars"])
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["figures"]["enabled"] is False

@@ -31,6 +31,9 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import EpochTimer, synchronize  # noqa: E402  (benchmarks/ is not a package)
+
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = ("tutorial", "fast", "torchvision")
 
@@ -61,7 +64,7 @@ def tutorial_epochs(data_dir: str, epochs: int, device: torch.device) -> list[fl
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     times = []
     for _ in range(epochs):
-        _sync(device)
+        synchronize(device)
         start = time.perf_counter()
         model.train()
         for images, target in train_loader:
@@ -70,28 +73,14 @@ def tutorial_epochs(data_dir: str, epochs: int, device: torch.device) -> list[fl
             loss = F.cross_entropy(model(images), target)
             loss.backward()
             optimizer.step()
-        _sync(device)
+        synchronize(device)
         times.append(time.perf_counter() - start)
     return times
 
 
 def project_epochs(data_dir: str, epochs: int, loader: str, accelerator: str, log_dir: str) -> list[float]:
     """The project's own fit of configs/seed.yaml; returns seconds per training epoch."""
-    from lightning.pytorch import Callback
-
     from fmnist_pl.cli import FashionCLI
-
-    class EpochTimer(Callback):
-        def __init__(self) -> None:
-            self.times: list[float] = []
-
-        def on_train_epoch_start(self, trainer, pl_module) -> None:
-            _sync(pl_module.device)
-            self.start = time.perf_counter()
-
-        def on_train_epoch_end(self, trainer, pl_module) -> None:
-            _sync(pl_module.device)
-            self.times.append(time.perf_counter() - self.start)
 
     cli = FashionCLI(
         args=[
@@ -109,12 +98,7 @@ def project_epochs(data_dir: str, epochs: int, loader: str, accelerator: str, lo
     timer = EpochTimer()
     cli.trainer.callbacks.append(timer)
     cli.trainer.fit(cli.model, cli.datamodule)
-    return timer.times
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    return timer.train_seconds
 
 
 def run_variant(name: str, args: argparse.Namespace) -> dict:

@@ -82,21 +82,32 @@ def image_grid(
     title: str | None = None,
     figure: Figure | None = None,
 ) -> Figure:
-    """A grid of grayscale images, each with its caption underneath."""
-    count = len(images)
+    """A grid of grayscale images, each with its caption underneath.
+
+    Drawn as one mosaic image on one axes with text below each tile: about ten times faster than
+    one axes per image, which matters when the callbacks draw these during training.
+    """
+    count, height, width = images.shape
     columns = max(1, min(columns, count))
     rows = -(-count // columns)
-    figure = new_figure(1.6 * columns, 1.9 * rows, figure)
-    axes = figure.subplots(rows, columns, squeeze=False)
+    gap, caption = 2, 9  # pixels between tiles, and pixels of room for each caption
+    cell_h, cell_w = height + caption + gap, width + gap
+    mosaic = np.ones((rows * cell_h, columns * cell_w), dtype=np.float32)  # white paper
+    for index in range(count):
+        row, column = divmod(index, columns)
+        top, left = row * cell_h, column * cell_w + gap // 2
+        mosaic[top : top + height, left : left + width] = images[index]
+    figure = new_figure(1.6 * columns, 1.9 * rows + (0.4 if title else 0), figure)
+    top_margin = 0.4 / figure.get_figheight() if title else 0.0
+    axis = figure.add_axes((0.0, 0.0, 1.0, 1.0 - top_margin))
+    axis.imshow(mosaic, cmap="gray", vmin=0, vmax=1, interpolation="nearest", aspect="auto")
+    axis.axis("off")
     props = font_manager.FontProperties(fname=font, size=9) if font else font_manager.FontProperties(size=9)
-    for index, axis in enumerate(axes.flat):
-        axis.axis("off")
-        if index < count:
-            axis.imshow(images[index], cmap="gray", vmin=0, vmax=1)
-            axis.set_title(captions[index], fontproperties=props, y=-0.22)
+    for index, text in enumerate(captions[:count]):
+        row, column = divmod(index, columns)
+        axis.text(column * cell_w + cell_w / 2, row * cell_h + height + 1, text, ha="center", va="top", fontproperties=props)
     if title:
         figure.suptitle(title, fontproperties=font_manager.FontProperties(fname=font, size=12) if font else None)
-    figure.tight_layout()
     return figure
 
 

@@ -32,7 +32,7 @@ def assert_not_blank(pixels: np.ndarray) -> None:
 def test_show_grid_and_single_image(tmp_path: Path, real_data_dir: Path) -> None:
     grid = show(["--out", str(tmp_path / "grid.png"), "--data_dir", str(real_data_dir), "--n", "16"])
     pixels = read_png(grid)
-    assert pixels.shape[:2] == (380, 1280)  # 2 rows x 8 columns at 1.9 x 1.6 inches, 100 dpi
+    assert pixels.shape[:2] == (420, 1280)  # 2 rows x 8 columns at 1.9 x 1.6 inches + 0.4 for the title, 100 dpi
     assert_not_blank(pixels)
     one = show(["--out", str(tmp_path / "one.png"), "--data_dir", str(real_data_dir), "--index", "1", "--split", "test"])
     pixels = read_png(one)

@@ -64,7 +64,7 @@ class TensorBoardFigures(Callback):
             self._display(trainer, images[:count]), [names[int(i)] for i in labels[:count]], font,
             title="training samples, after augmentation",
         )
-        self._experiment(trainer).add_figure("train/samples", figure, global_step=trainer.global_step)
+        self._add_figure(trainer, "train/samples", figure, trainer.global_step)
         self._grid_logged = True
 
     def on_validation_batch_end(
@@ -83,17 +83,15 @@ class TensorBoardFigures(Callback):
             pl_module.log(f"val/acc_per_class/{name}", value)
         if self._active(trainer) and self._draw_now(trainer):
             step = trainer.current_epoch
-            experiment = self._experiment(trainer)
-            experiment.add_figure(
-                "val/confusion_matrix", plots.confusion_matrix(matrix, names, font, f"validation, epoch {step}"), step
-            )
+            figure = plots.confusion_matrix(matrix, names, font, f"validation, epoch {step}")
+            self._add_figure(trainer, "val/confusion_matrix", figure, step)
             if self._mistakes:
                 images, truth, predicted = (torch.cat(parts) for parts in zip(*self._mistakes))
                 captions = [f"{names[int(t)]} → {names[int(p)]}" for t, p in zip(truth, predicted)]
                 figure = plots.image_grid(
                     self._display(trainer, images), captions, font, title=f"misclassified (true → predicted), epoch {step}"
                 )
-                experiment.add_figure("val/misclassified", figure, step)
+                self._add_figure(trainer, "val/misclassified", figure, step)
         self._reset("val")
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -130,7 +128,7 @@ class TensorBoardFigures(Callback):
             plots.save_png(figure, folder / "confusion_matrix_test.png")
             write_report(folder / "test_report.md", names, matrix)
         if self._active(trainer):
-            self._experiment(trainer).add_figure("test/confusion_matrix", figure, 0)
+            self._add_figure(trainer, "test/confusion_matrix", figure, 0)
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._active(trainer):
@@ -163,8 +161,11 @@ class TensorBoardFigures(Callback):
         return self.enabled and trainer.is_global_zero and isinstance(trainer.logger, TensorBoardLogger)
 
     @staticmethod
-    def _experiment(trainer: Trainer):
-        return trainer.logger.experiment
+    def _add_figure(trainer: Trainer, tag: str, figure, step: int) -> None:
+        trainer.logger.experiment.add_figure(tag, figure, step, close=False)
+        # Drop the artists now rather than leave them to the garbage collector, whose full
+        # collections would then walk them during the training steps that follow.
+        figure.clear()
 
     @staticmethod
     def _display(trainer: Trainer, images: torch.Tensor):

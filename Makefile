@@ -1,6 +1,6 @@
 # Two commands do all the set-up on a fresh machine:
 #   make fit    virtual environment, package, data, then fit configs/dropout.yaml (CONFIG=... for another)
-#   make test   the same environment with the test extras, then the test suite
+#   make test   the same environment (with the test and export extras), then the test suite
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -14,7 +14,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,export]'
 	touch $@
 
 data: install

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from timing import EpochTimer, synchronize  # noqa: E402  (benchmarks/ is not a package)
+from timing import synchronize, timed_seed_fit  # noqa: E402  (benchmarks/ is not a package)
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = ("tutorial", "fast", "torchvision")
@@ -80,25 +80,8 @@ def tutorial_epochs(data_dir: str, epochs: int, device: torch.device) -> list[fl
 
 def project_epochs(data_dir: str, epochs: int, loader: str, accelerator: str, log_dir: str) -> list[float]:
     """The project's own fit of configs/seed.yaml; returns seconds per training epoch."""
-    from fmnist_pl.cli import FashionCLI
-
-    cli = FashionCLI(
-        args=[
-            "--config", str(REPO / "configs" / "seed.yaml"),
-            f"--trainer.max_epochs={epochs}",
-            f"--trainer.accelerator={accelerator}",
-            "--trainer.enable_progress_bar=false",
-            "--trainer.enable_model_summary=false",
-            f"--trainer.logger.init_args.save_dir={log_dir}",
-            f"--data.data_dir={data_dir}",
-            f"--data.loader={loader}",
-        ],
-        run=False,
-    )
-    timer = EpochTimer()
-    cli.trainer.callbacks.append(timer)
-    cli.trainer.fit(cli.model, cli.datamodule)
-    return timer.train_seconds
+    extra = [f"--trainer.accelerator={accelerator}", f"--data.loader={loader}"]
+    return timed_seed_fit(epochs, data_dir, log_dir, extra).train_seconds
 
 
 def run_variant(name: str, args: argparse.Namespace) -> dict:

@@ -17,30 +17,10 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from timing import EpochTimer  # noqa: E402  (benchmarks/ is not a package)
-
-REPO = Path(__file__).resolve().parents[1]
-
+from timing import EpochTimer, timed_seed_fit  # noqa: E402  (benchmarks/ is not a package)
 
 def timed_fit(enabled: bool, epochs: int, data_dir: str, log_dir: str) -> EpochTimer:
-    from fmnist_pl.cli import FashionCLI
-
-    cli = FashionCLI(
-        args=[
-            "--config", str(REPO / "configs" / "seed.yaml"),
-            f"--trainer.max_epochs={epochs}",
-            "--trainer.enable_progress_bar=false",
-            "--trainer.enable_model_summary=false",
-            f"--trainer.logger.init_args.save_dir={log_dir}",
-            f"--data.data_dir={data_dir}",
-            f"--figures.enabled={str(enabled).lower()}",
-        ],
-        run=False,
-    )
-    timer = EpochTimer()
-    cli.trainer.callbacks.append(timer)
-    cli.trainer.fit(cli.model, cli.datamodule)
-    return timer
+    return timed_seed_fit(epochs, data_dir, log_dir, [f"--figures.enabled={str(enabled).lower()}"])
 
 
 def main() -> None:

@@ -37,3 +37,28 @@ class EpochTimer(Callback):
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         synchronize(pl_module.device)
         self.epoch_seconds.append(time.perf_counter() - self._start)
+
+
+def timed_seed_fit(epochs: int, data_dir: str, log_dir: str, extra: list[str]) -> EpochTimer:
+    """Fit configs/seed.yaml (plus ``extra`` options) for ``epochs`` epochs; return its timer."""
+    from pathlib import Path
+
+    from fmnist_pl.cli import FashionCLI
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "seed.yaml"
+    cli = FashionCLI(
+        args=[
+            "--config", str(config),
+            f"--trainer.max_epochs={epochs}",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.enable_model_summary=false",
+            f"--trainer.logger.init_args.save_dir={log_dir}",
+            f"--data.data_dir={data_dir}",
+            *extra,
+        ],
+        run=False,
+    )
+    timer = EpochTimer()
+    cli.trainer.callbacks.append(timer)
+    cli.trainer.fit(cli.model, cli.datamodule)
+    return timer

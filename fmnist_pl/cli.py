@@ -117,7 +117,7 @@ class FashionCLI(LightningCLI):
 def main(args: ArgsType = None) -> FashionCLI | None:
     """Run the command line; errors the user can fix print as one line and exit with status 2.
 
-    ``show`` is this project's own command (no model, no trainer); everything else is LightningCLI's.
+    ``show`` and ``export`` are this project's own commands (no trainer); everything else is LightningCLI's.
     Set ``FMNIST_DEBUG=1`` to get the full traceback instead.
     """
     argv = list(sys.argv[1:] if args is None else args)
@@ -126,6 +126,11 @@ def main(args: ArgsType = None) -> FashionCLI | None:
             from fmnist_pl.show import main as show
 
             show(argv[1:])
+            return None
+        if argv[:1] == ["export"]:
+            from fmnist_pl.export import main as export
+
+            export(argv[1:])
             return None
         return FashionCLI(args=args)
     except UserError as err:

@@ -1,0 +1,134 @@
+"""``python -m fmnist_pl export --ckpt_path CKPT --output model.onnx``: one self-contained ONNX file.
+
+The exported graph takes raw images ``(N, 1, 28, 28)`` in [0, 1] (N dynamic) and returns logits:
+the normalization the model was trained with is folded in, so a deployment needs nothing from
+this project. The class names go into the model's metadata (``class_names``, JSON). Before the file
+appears under its name, onnxruntime runs it on the whole test split and it must agree with PyTorch
+(max absolute logit difference at most 1e-4, the same class on at least 99.9% of the images).
+
+Needs the optional extra: ``pip install '.[export]'`` (onnx, onnxruntime, onnxscript).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from fmnist_pl.checkpoints import load_checkpoint
+from fmnist_pl.data.classes import CLASS_NAMES, IMAGE_SHAPE
+from fmnist_pl.data.files import TEST_IMAGES, TEST_LABELS, ensure_files, local_source_dirs, read_idx
+from fmnist_pl.errors import UserError
+from fmnist_pl.module import FashionClassifier
+
+MAX_LOGIT_DIFFERENCE = 1e-4
+MIN_AGREEMENT = 0.999
+
+
+class RawImageClassifier(nn.Module):
+    """The trained network with its input normalization in front: raw [0, 1] images in, logits out."""
+
+    def __init__(self, net: nn.Module, mean: float | None, std: float | None) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", torch.tensor(0.0 if mean is None else mean))
+        self.register_buffer("std", torch.tensor(1.0 if std is None else std))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net((images - self.mean) / self.std)
+
+
+def load_for_export(ckpt_path: Path) -> tuple[RawImageClassifier, dict]:
+    """The checkpoint's network with its normalization, in eval mode, and the data hyperparameters."""
+    checkpoint = load_checkpoint(ckpt_path)
+    model_hparams = {k: v for k, v in checkpoint.get("hyper_parameters", {}).items() if not k.startswith("_")}
+    data_hparams = dict(checkpoint.get("datamodule_hyper_parameters", {}))
+    module = FashionClassifier(**{**model_hparams, "compile_mode": "eager"})
+    module.load_state_dict(checkpoint["state_dict"])
+    normalize = data_hparams.get("normalize", False)
+    wrapper = RawImageClassifier(
+        module.net, data_hparams.get("mean") if normalize else None, data_hparams.get("std") if normalize else None
+    )
+    return wrapper.eval(), data_hparams
+
+
+def export_onnx(model: RawImageClassifier, output: Path, check_images: torch.Tensor) -> dict[str, float]:
+    """Write ``output`` atomically after onnxruntime agrees with PyTorch on ``check_images``; return the check."""
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError as err:
+        raise UserError(f"export needs the optional extra: pip install '.[export]' ({err.name} is missing)") from None
+    output.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".partial", dir=output.parent)
+    os.close(handle)
+    tmp = Path(tmp_name)
+    try:
+        example = torch.zeros(2, *IMAGE_SHAPE)
+        batch = torch.export.Dim("batch")
+        # torch's dynamo exporter: dynamic_shapes keys name forward()'s arguments; one file, no
+        # external-data companion (../shared/LIGHTNING_NOTES.md, item 7).
+        program = torch.onnx.export(
+            model, (example,), dynamo=True, dynamic_shapes={"images": {0: batch}}, input_names=["images"],
+            output_names=["logits"], verbose=False,
+        )
+        program.save(str(tmp), external_data=False)
+        proto = onnx.load(str(tmp))
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = "class_names", json.dumps(list(CLASS_NAMES["en"]))
+        onnx.save(proto, str(tmp))
+        check = compare_with_onnxruntime(model, tmp, check_images, onnxruntime)
+        if check["max_abs_diff"] > MAX_LOGIT_DIFFERENCE or check["agreement"] < MIN_AGREEMENT:
+            raise UserError(
+                f"export check failed: max |logit difference| {check['max_abs_diff']:.2e} (allowed {MAX_LOGIT_DIFFERENCE}), "
+                f"same class on {100 * check['agreement']:.2f}% (needed {100 * MIN_AGREEMENT}%); {output} not written"
+            )
+        with open(tmp, "rb") as written:
+            os.fsync(written.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o666 & ~umask)  # mkstemp made it private; the result is an ordinary file
+        tmp.replace(output)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return check
+
+
+def compare_with_onnxruntime(model: nn.Module, path: Path, images: torch.Tensor, onnxruntime) -> dict[str, float]:
+    """Max absolute logit difference and class agreement between PyTorch and onnxruntime on ``images``."""
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        expected = torch.cat([model(chunk) for chunk in images.split(1000)])
+    actual = torch.cat([torch.from_numpy(session.run(["logits"], {"images": chunk.numpy()})[0]) for chunk in images.split(1000)])
+    return {
+        "images": float(len(images)),
+        "max_abs_diff": float((actual - expected).abs().max()),
+        "agreement": float((actual.argmax(1) == expected.argmax(1)).double().mean()),
+    }
+
+
+def main(argv: list[str]) -> Path:
+    parser = argparse.ArgumentParser(prog="python -m fmnist_pl export", description=__doc__.splitlines()[0])
+    parser.add_argument("--ckpt_path", type=Path, required=True, help="checkpoint to export")
+    parser.add_argument("--output", type=Path, default=Path("model.onnx"), help="ONNX file to write (default: model.onnx)")
+    parser.add_argument("--data_dir", help="where the test images for the check are (default: the checkpoint's)")
+    args = parser.parse_args(argv)
+    model, data_hparams = load_for_export(args.ckpt_path)
+    data_dir = args.data_dir or data_hparams.get("data_dir", "data")
+    folder = ensure_files(data_dir, local_source_dirs(data_hparams.get("source_dir")), download=True)
+    images = read_idx(folder / TEST_IMAGES.name).unsqueeze(1).float().div(255)
+    labels = read_idx(folder / TEST_LABELS.name).long()
+    check = export_onnx(model, args.output, images)
+    with torch.no_grad():
+        accuracy = float((torch.cat([model(c) for c in images.split(1000)]).argmax(1) == labels).double().mean())
+    print(
+        f"wrote {args.output} ({args.output.stat().st_size / 1024:.0f} KiB): onnxruntime vs PyTorch on "
+        f"{int(check['images'])} test images: max |logit difference| {check['max_abs_diff']:.2e}, "
+        f"same class on {100 * check['agreement']:.2f}%; test accuracy {100 * accuracy:.2f}%"
+    )
+    return args.output

@@ -1,0 +1,67 @@
+"""ONNX export: one self-contained file, normalization folded in, checked by onnxruntime."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from fmnist_pl.data.classes import CLASS_NAMES
+from fmnist_pl.errors import UserError
+from fmnist_pl.export import export_onnx, load_for_export
+
+from .conftest import SMALL_RUN, run_cli
+
+onnx = pytest.importorskip("onnx", reason="the export extra is not installed: pip install '.[export]' (CI installs it)")
+onnxruntime = pytest.importorskip("onnxruntime", reason="the export extra is not installed: pip install '.[export]'")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory, real_data_dir: Path) -> Path:
+    folder = tmp_path_factory.mktemp("export")
+    run_cli(["fit", *SMALL_RUN, f"--data.data_dir={real_data_dir}", "--model.dropout=0.2"], cwd=folder)
+    return folder / "lightning_logs" / "default" / "version_0" / "checkpoints" / "last.ckpt"
+
+
+def test_export_writes_one_checked_file_that_takes_raw_images(tmp_path: Path, checkpoint: Path) -> None:
+    result = run_cli(["export", f"--ckpt_path={checkpoint}", f"--output={tmp_path / 'model.onnx'}"], cwd=tmp_path)
+    assert "same class on 100.00%" in result.stdout or "same class on 99.9" in result.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]  # no .data file, no leftovers
+    proto = onnx.load(str(tmp_path / "model.onnx"))
+    metadata = {entry.key: entry.value for entry in proto.metadata_props}
+    assert json.loads(metadata["class_names"]) == list(CLASS_NAMES["en"])
+
+    # Raw [0, 1] images in, the trained model's logits (normalization included) out, any batch size.
+    model, data = load_for_export(checkpoint)
+    assert data["normalize"] is True
+    session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    for batch in (1, 7):
+        images = torch.rand(batch, 1, 28, 28)
+        logits = session.run(["logits"], {"images": images.numpy()})[0]
+        torch.testing.assert_close(torch.from_numpy(logits), model(images).detach(), rtol=1e-4, atol=1e-4)
+
+
+def test_failed_check_is_an_error_and_writes_nothing(tmp_path: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model, _ = load_for_export(checkpoint)
+    import fmnist_pl.export as export
+
+    # A check that cannot pass (tolerance below zero) stands in for a real disagreement.
+    monkeypatch.setattr(export, "MAX_LOGIT_DIFFERENCE", -1.0)
+    with pytest.raises(UserError, match="export check failed"):
+        export_onnx(model, tmp_path / "model.onnx", torch.rand(20, 1, 28, 28))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_without_the_extra_export_names_it(tmp_path: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model, _ = load_for_export(checkpoint)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
+    with pytest.raises(UserError, match=r"pip install '\.\[export\]'"):
+        export_onnx(model, tmp_path / "model.onnx", torch.rand(4, 1, 28, 28))
+
+
+def test_missing_checkpoint_is_a_one_line_error(tmp_path: Path) -> None:
+    result = run_cli(["export", "--ckpt_path=nope.ckpt"], cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "nope.ckpt: no such file" in result.stderr and "Traceback" not in result.stderr

@@ -14,6 +14,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 from fmnist_pl.callbacks.figures import TensorBoardFigures
+from fmnist_pl.callbacks.predictions import PredictionCSV
 from fmnist_pl.checkpoints import read_hyperparameters
 from fmnist_pl.data.datamodule import FashionMNISTDataModule
 from fmnist_pl.errors import UserError
@@ -69,6 +70,7 @@ class FashionCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(TensorBoardFigures, "figures")
+        parser.add_lightning_class_args(PredictionCSV, "predictions")
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.input_size", "model.input_size", apply_on="instantiate")
 

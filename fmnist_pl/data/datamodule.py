@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -13,6 +14,7 @@ from torchvision.datasets import FashionMNIST
 
 from fmnist_pl.data.classes import FASHION_MNIST_MEAN, FASHION_MNIST_STD, INPUT_SIZE, NUM_CLASSES, TRAIN_SIZE
 from fmnist_pl.data.device_loader import DeviceLoader, EpochOrder
+from fmnist_pl.data.image_files import Invert, find_images, load_images
 from fmnist_pl.data.files import TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS, ensure_files, local_source_dirs, raw_dir, read_idx
 from fmnist_pl.errors import ConfigError, check_at_least, check_range
 
@@ -62,6 +64,10 @@ class FashionMNISTDataModule(LightningDataModule):
             pays Lightning's per-call overhead (about 2 ms on a 2-core CPU, more than the step
             itself for this model) once per group. Counts like ``--trainer.limit_train_batches``
             then count groups.
+        predict_path: Image files for ``predict``: a file, a folder (searched recursively) or a glob;
+            None predicts the test split.
+        invert: ``true`` turns dark-on-light pictures (the usual photo) into FashionMNIST's
+            light-on-dark, ``false`` leaves them, ``auto`` decides per image from its border.
     """
 
     def __init__(
@@ -81,6 +87,8 @@ class FashionMNISTDataModule(LightningDataModule):
         loader: Literal["tensor", "torchvision"] = "tensor",
         seed: int | None = None,
         group_batches: int = 64,
+        predict_path: str | None = None,
+        invert: Invert = "auto",
     ) -> None:
         super().__init__()
         check_range("--data.val_size", val_size, 0, TRAIN_SIZE)
@@ -96,8 +104,12 @@ class FashionMNISTDataModule(LightningDataModule):
         self.val_set: Dataset | TensorSplit | None = None
         self.test_set: Dataset | TensorSplit | None = None
         self.data_seed: int | None = None
+        self.predict_paths: list[Path] | None = None
+        self.predict_set: TensorSplit | None = None
 
     def prepare_data(self) -> None:
+        if self.hparams.predict_path is not None and self.trainer is not None and self.trainer.predicting:
+            return  # predicting image files needs none of the data set's files
         ensure_files(self.hparams.data_dir, local_source_dirs(self.hparams.source_dir), self.hparams.download)
 
     def setup(self, stage: str) -> None:
@@ -124,6 +136,13 @@ class FashionMNISTDataModule(LightningDataModule):
             else:
                 self.train_set = Subset(train_full, train_idx.tolist())
                 self.val_set = Subset(eval_full, val_idx.tolist())
+        if stage == "predict" and self.hparams.predict_path is not None:
+            if self.predict_set is None:
+                self.predict_paths, images = load_images(find_images(self.hparams.predict_path), self.hparams.invert)
+                # The loader expects uint8 like the data set's files.
+                pixels = images.squeeze(1).mul(255).round().to(torch.uint8)
+                self.predict_set = TensorSplit(pixels, torch.full((len(pixels),), -1, dtype=torch.long))
+            return
         if stage in ("test", "predict") and self.test_set is None:
             if tensors:
                 self.test_set = TensorSplit(*self._read_split(TEST_IMAGES.name, TEST_LABELS.name))
@@ -149,7 +168,7 @@ class FashionMNISTDataModule(LightningDataModule):
         return self._loader(self.test_set)
 
     def predict_dataloader(self) -> Iterable:
-        return self._loader(self.test_set)
+        return self._loader(self.predict_set if self.hparams.predict_path is not None else self.test_set)
 
     def _to_tensor_steps(self) -> list:
         steps: list = [transforms.ToTensor()]

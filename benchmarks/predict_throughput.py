@@ -1,0 +1,53 @@
+"""Images per second for ``predict``: the 10,000 test images from the data set, and 1,000 PNG files.
+
+Both through the project's own ``python -m fmnist_pl predict`` run in this process (``main``), in one
+run on the same machine, imports excluded. The figures include everything else the command does:
+building the trainer, loading the checkpoint, reading the images (for PNGs: finding, decoding,
+converting and fitting each file), the forward passes and writing the CSV.
+
+    python benchmarks/predict_throughput.py --ckpt_path CKPT [--data-dir data]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from fmnist_pl.cli import main as fmnist_pl
+from fmnist_pl.data.files import TEST_IMAGES, ensure_files, local_source_dirs, read_idx
+
+
+def images_per_second(ckpt: str, data_dir: str, out_dir: str, extra: list[str], count: int) -> float:
+    start = time.perf_counter()
+    fmnist_pl([
+        "predict", f"--ckpt_path={ckpt}", f"--data.data_dir={data_dir}", "--trainer.enable_progress_bar=false",
+        "--trainer.logger=false", "--trainer.enable_model_summary=false", f"--predictions.output={out_dir}/predictions.csv", *extra,
+    ])
+    return count / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ckpt_path", required=True)
+    parser.add_argument("--data-dir", default="data")
+    args = parser.parse_args()
+    folder = ensure_files(args.data_dir, local_source_dirs(), download=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        pngs = Path(tmp) / "pngs"
+        pngs.mkdir()
+        for i, image in enumerate(read_idx(folder / TEST_IMAGES.name)[:1000]):
+            Image.fromarray(image.numpy()).save(pngs / f"{i:04d}.png")
+        dataset = images_per_second(args.ckpt_path, args.data_dir, tmp, [], 10_000)
+        files = images_per_second(args.ckpt_path, args.data_dir, tmp, [f"--data.predict_path={pngs}"], 1000)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
+    print(f"predict, 10,000 test images from the data set: {dataset:,.0f} images/s")
+    print(f"predict, 1,000 PNG files:                      {files:,.0f} images/s")
+
+
+if __name__ == "__main__":
+    main()

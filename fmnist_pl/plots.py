@@ -18,6 +18,7 @@ import torch
 from matplotlib import font_manager
 from matplotlib.figure import Figure
 
+from fmnist_pl.atomic import atomic_path
 from fmnist_pl.data.classes import CLASS_NAMES
 
 _HANGUL_PROBE = "가"
@@ -148,8 +149,6 @@ def confusion_matrix(matrix: torch.Tensor, names: Sequence[str], font: str | Non
 
 def save_png(figure: Figure, path: Path, dpi: int = 100) -> Path:
     """Write the figure to ``path`` through a temporary file, so a crash leaves no half-written PNG."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    figure.savefig(tmp, dpi=dpi, format="png")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=dpi, format="png")
     return path

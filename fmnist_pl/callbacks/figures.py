@@ -11,6 +11,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from fmnist_pl import plots
+from fmnist_pl.atomic import atomic_path
 
 
 class TensorBoardFigures(Callback):
@@ -201,7 +202,6 @@ def write_report(path: Path, names: tuple[str, ...], matrix: torch.Tensor) -> Pa
     lines += [
         f"| {name} | {p:.4f} | {r:.4f} | {int(n)} |" for name, p, r, n in zip(names, precision, recall, counts.sum(dim=1))
     ]
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

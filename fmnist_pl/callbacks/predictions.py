@@ -14,6 +14,7 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from fmnist_pl import plots
+from fmnist_pl.atomic import atomic_path
 
 TOP_K = 3
 
@@ -61,8 +62,6 @@ def write_csv(path: Path, paths: Sequence[Any], probabilities: torch.Tensor, nam
         for p, i in zip(ps, idx):
             row += [names[i], f"{p:.6f}"]
         writer.writerow(row)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(buffer.getvalue(), encoding="utf-8")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(buffer.getvalue(), encoding="utf-8")
     return path

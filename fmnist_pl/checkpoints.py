@@ -1,42 +1,52 @@
-"""Reading checkpoints safely, with errors that name the file."""
+"""Reading and writing checkpoints safely: weights_only loading, one-line errors, atomic saves."""
 
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from fmnist_pl.atomic import atomic_path
 from fmnist_pl.errors import CheckpointError
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
+def load_checkpoint(path: Path, option: str = "--ckpt_path") -> dict[str, Any]:
     """Load a checkpoint with ``weights_only=True``: tensors and plain containers only, no code runs.
+
+    Args:
+        path: The checkpoint file.
+        option: How the error messages name the file's origin (an option, or a function argument).
 
     Raises:
         CheckpointError: the file does not exist, is empty, truncated, not a checkpoint, or holds
             pickled objects other than tensors and plain containers.
     """
+    path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"--ckpt_path {path}: no such file. Give the path of a .ckpt file from a run's checkpoints/ folder.")
+        raise CheckpointError(f"{option} {path}: no such file. Give the path of a .ckpt file from a run's checkpoints/ folder.")
     if path.stat().st_size == 0:
-        raise CheckpointError(f"--ckpt_path {path}: the file is empty, not a checkpoint.")
+        raise CheckpointError(f"{option} {path}: the file is empty, not a checkpoint.")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        refused = re.search(r"Unsupported (?:global|class)[^\n]*?(?:GLOBAL )?([\w.]+)", str(err))
+        if refused is None:  # not a pickle at all (e.g. a text file): nothing was refused
+            raise CheckpointError(f"{option} {path}: not a readable checkpoint (another kind of file).") from None
         raise CheckpointError(
-            f"--ckpt_path {path}: refused, it holds objects that are not plain data ({first_line}); "
-            "only load checkpoints you trust, and never with weights_only=False."
+            f"{option} {path}: refused, it holds objects that are not plain data (a pickled {refused.group(1)}, "
+            "which would run code when loaded); only load checkpoints you trust, and never with weights_only=False."
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
         raise CheckpointError(
-            f"--ckpt_path {path}: not a readable checkpoint (truncated or another kind of file: {type(err).__name__})."
+            f"{option} {path}: not a readable checkpoint (truncated or another kind of file: {type(err).__name__})."
         ) from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise CheckpointError(f"--ckpt_path {path}: not a Lightning checkpoint (no state_dict in it).")
+        raise CheckpointError(f"{option} {path}: not a Lightning checkpoint (no state_dict in it).")
     return checkpoint
 
 
@@ -44,3 +54,25 @@ def read_hyperparameters(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """The model's and the data module's hyperparameters stored in a checkpoint."""
     checkpoint = load_checkpoint(path)
     return dict(checkpoint.get("hyper_parameters", {})), dict(checkpoint.get("datamodule_hyper_parameters", {}))
+
+
+class SafeCheckpointIO(TorchCheckpointIO):
+    """The Trainer's checkpoint reads and writes (fit's resume, test, validate, predict, every save).
+
+    Reads always use ``weights_only=True`` through :func:`load_checkpoint`, whatever the caller
+    asks for, so a checkpoint carrying pickled code is refused before any of it runs, and a bad
+    file is a one-line error naming it. Writes go to a temporary file in the same folder, are
+    fsynced, then renamed over the old file: a kill or a full disk while saving leaves the previous
+    checkpoint whole (Lightning's own writer opens the final name and writes into it).
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        with atomic_path(Path(path)) as tmp:
+            torch.save(checkpoint, tmp)
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        if weights_only is False:
+            raise CheckpointError(f"--weights_only false: refused for {path}; this project loads checkpoints as plain data only.")
+        return load_checkpoint(Path(path))

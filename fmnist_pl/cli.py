@@ -10,18 +10,23 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from fmnist_pl.callbacks.figures import TensorBoardFigures
 from fmnist_pl.callbacks.predictions import PredictionCSV
-from fmnist_pl.checkpoints import read_hyperparameters
+from fmnist_pl.checkpoints import SafeCheckpointIO, read_hyperparameters
 from fmnist_pl.data.datamodule import FashionMNISTDataModule
 from fmnist_pl.errors import UserError
 from fmnist_pl.module import FashionClassifier
+from fmnist_pl.runs import newest_last_checkpoint, runs_folder
 
-# Values of --ckpt_path that Lightning resolves itself within one process.
-_LIGHTNING_CKPT_ALIASES = ("best", "last", "hpc")
+# Values of --ckpt_path that Lightning resolves itself within one process. ("last" is resolved
+# here instead: Lightning would look only in the new run's empty folder, LIGHTNING_NOTES.md item 2.)
+_LIGHTNING_CKPT_ALIASES = ("best", "hpc")
 
 
 def best_checkpoint() -> ModelCheckpoint:
@@ -80,14 +85,36 @@ class FashionCLI(LightningCLI):
         Precedence, lowest first: the code's defaults, the checkpoint's model and data
         hyperparameters, ``--config`` files, then options on the command line. So ``test --ckpt_path X``
         alone sees exactly the transforms training used, and anything given explicitly still wins.
+
+        ``--ckpt_path last`` means the newest ``last.ckpt`` among the earlier runs in this config's
+        log folder (``save_dir/name/*/checkpoints``); it is an error when there is none.
         """
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if ckpt_path is None or ckpt_path in _LIGHTNING_CKPT_ALIASES:
             return
-        self._parser(subcommand).set_defaults(self._checkpoint_defaults(Path(ckpt_path), subcommand))
+        if ckpt_path == "last":
+            resolved = newest_last_checkpoint(runs_folder(self.config[subcommand].trainer))
+            if rank_zero_only.rank == 0:
+                action = "resuming from" if subcommand == "fit" else "loading"
+                print(f"--ckpt_path last: {action} {resolved}", file=sys.stderr)
+        else:
+            resolved = Path(ckpt_path)
+        self._parser(subcommand).set_defaults(self._checkpoint_defaults(resolved, subcommand))
         super().parse_arguments(parser, args)
+        self.config[subcommand]["ckpt_path"] = str(resolved)
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """The Trainer, reading and writing checkpoints through ``SafeCheckpointIO`` unless told otherwise.
+
+        Set on the strategy rather than as a default of ``--trainer.plugins``, so that plugins given
+        for other reasons (precision, environments) do not silently drop it.
+        """
+        trainer = super().instantiate_trainer(**kwargs)
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+            trainer.strategy.checkpoint_io = SafeCheckpointIO()
+        return trainer
 
     def _parse_ckpt_path(self) -> None:
         # Done in parse_arguments instead: Lightning's version lets the checkpoint silently override
@@ -102,15 +129,18 @@ class FashionCLI(LightningCLI):
         defaults |= {f"data.{k}": v for k, v in data_hparams.items() if not k.startswith("_")}
         run_dir = ckpt_path.resolve().parent.parent
         if ckpt_path.resolve().parent.name == "checkpoints" and (run_dir / "config.yaml").is_file():
-            # Evaluate into the training run's own folder, so TensorBoard shows test beside train and val.
+            # A resumed fit goes on in the run's own folder: its curves continue, and its checkpoint
+            # callbacks keep their state (Lightning drops it when the folder changes). An evaluation
+            # logs into a subfolder of the run, so TensorBoard shows test beside train and val.
+            resuming = subcommand == "fit"
             defaults["trainer.logger"] = {
                 "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
                 "init_args": {
                     "save_dir": str(run_dir.parent.parent),
                     "name": run_dir.parent.name,
-                    "version": f"{run_dir.name}/{subcommand}",
+                    "version": run_dir.name if resuming else f"{run_dir.name}/{subcommand}",
                     "default_hp_metric": False,
-                    "log_graph": False,
+                    "log_graph": resuming,
                 },
             }
         return defaults

@@ -22,6 +22,10 @@ class CheckpointError(UserError):
     """A checkpoint path does not exist or is not a loadable checkpoint."""
 
 
+class NonFiniteLossError(UserError):
+    """The training loss became NaN or infinite; training stops before anything is saved."""
+
+
 def check_range(option: str, value: float, low: float, high: float, *, high_inclusive: bool = False) -> None:
     """Raise ``ConfigError`` naming ``option`` unless ``low <= value < high`` (or ``<= high``)."""
     inside = low <= value <= high if high_inclusive else low <= value < high

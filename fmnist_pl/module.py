@@ -1,7 +1,8 @@
 """The training system: the MLP with its loss, metrics and optimizer wiring."""
 
 from collections.abc import Iterable, Sequence
-from typing import Literal
+from pathlib import Path
+from typing import IO, Any, Literal
 
 import torch
 from lightning.pytorch import LightningModule
@@ -12,8 +13,9 @@ from torch.nn import functional as F
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from fmnist_pl.checkpoints import load_checkpoint
 from fmnist_pl.data.classes import IMAGE_SHAPE, INPUT_SIZE, NUM_CLASSES
-from fmnist_pl.errors import ConfigError, check_range
+from fmnist_pl.errors import CheckpointError, ConfigError, NonFiniteLossError, check_range
 from fmnist_pl.model import MLP
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -87,7 +89,11 @@ class FashionClassifier(LightningModule):
         self.train_loss = MeanMetric(nan_strategy="disable")
         self.val_loss = MeanMetric(nan_strategy="disable")
         self.test_loss = MeanMetric(nan_strategy="disable")
+        # Part of the checkpoint (persistent), so a resumed run keeps the best of the epochs before it.
         self.val_acc_best = MaxMetric()
+        self.val_acc_best.persistent(True)
+        # Random generator states read from a checkpoint, put back when the next training epoch starts.
+        self._rng_states_to_restore: dict[str, Any] | None = None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits ``(N, num_classes)`` for images ``(N, 1, 28, 28)``."""
@@ -131,14 +137,85 @@ class FashionClassifier(LightningModule):
             optimizer.step()
             losses.append(loss.detach())
             predictions.append(preds)
+        group_losses = torch.stack(losses)
+        self._stop_unless_finite(group_losses)
         # One metric update per group: every batch in a group has the same size, so the mean of
         # the batch losses weighted by the group's size is the mean over its samples.
-        self._update("train", torch.stack(losses), torch.cat(predictions), targets.flatten())
+        self._update("train", group_losses, torch.cat(predictions), targets.flatten())
         return loss
 
-    def on_train_start(self) -> None:
-        # The sanity check ran validation on an untrained model; that must not count as a best.
-        self.val_acc_best.reset()
+    def _stop_unless_finite(self, losses: torch.Tensor) -> None:
+        """Raise ``NonFiniteLossError`` naming the epoch and optimizer step if any loss is NaN or infinite.
+
+        Checked once per ``training_step`` call (one host sync per group of batches, not per batch).
+        Raising, rather than asking the trainer to stop, means no checkpoint is written after the
+        failure: ``last.ckpt`` and ``best-*.ckpt`` keep the last good epoch. Under DDP every process
+        takes the decision together, so none is left waiting in a collective.
+        """
+        finite = torch.isfinite(losses)
+        local_failure = not bool(finite.all())
+        failed = local_failure
+        if self.trainer.world_size > 1:
+            failed = self.trainer.strategy.reduce_boolean_decision(local_failure, all=False)
+        if not failed:
+            return
+        if not local_failure:
+            raise NonFiniteLossError(f"another process's training loss is not finite at epoch {self.current_epoch}; training stopped.")
+        first_bad = int((~finite).nonzero()[0])
+        step = self.global_step - len(losses) + first_bad
+        raise NonFiniteLossError(
+            f"training loss is {losses[first_bad].item()} at epoch {self.current_epoch}, step {step}; training stopped "
+            "and nothing from this epoch was saved (last.ckpt and best-*.ckpt hold the last good epoch). "
+            "Lower the learning rate or check the data."
+        )
+
+    def on_train_epoch_start(self) -> None:
+        # Put back the generators of a resumed run here rather than when the checkpoint is read:
+        # anything between the two (the sanity check, callbacks' on_fit_start, creating loaders)
+        # may draw from them, and the first batch must see what it would have uninterrupted.
+        if self._rng_states_to_restore is not None:
+            torch.set_rng_state(self._rng_states_to_restore["torch"])
+            cuda_states = self._rng_states_to_restore.get("cuda")
+            if cuda_states and torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(cuda_states)
+            self._rng_states_to_restore = None
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Dropout (and the torchvision path's flips) draw from the global generators; without their
+        # state a resumed run would take other draws than an uninterrupted one. Every process of a
+        # DDP run holds the same state (seeded alike, drawing alike), so rank 0's stands for all.
+        states: dict[str, Any] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            states["cuda"] = torch.cuda.get_rng_state_all()
+        checkpoint["rng_states"] = states
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._rng_states_to_restore = checkpoint.get("rng_states")
+        # Checkpoints written before val/acc_best was saved load as "no best yet".
+        checkpoint["state_dict"].setdefault("val_acc_best.max_value", torch.tensor(float("-inf")))
+
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls,
+        checkpoint_path: str | Path | IO,
+        map_location: Any = None,
+        hparams_file: str | Path | None = None,
+        strict: bool | None = None,
+        weights_only: bool | None = True,
+        **kwargs: Any,
+    ) -> "FashionClassifier":
+        """Lightning's ``load_from_checkpoint``, always with ``weights_only=True``.
+
+        A file path is read first by :func:`fmnist_pl.checkpoints.load_checkpoint`, so a missing,
+        truncated or code-carrying file is a one-line ``CheckpointError`` naming it.
+        """
+        if weights_only is False:
+            raise CheckpointError(f"{checkpoint_path}: weights_only=False refused; this project loads checkpoints as plain data only.")
+        if isinstance(checkpoint_path, (str, Path)):
+            load_checkpoint(Path(checkpoint_path), option="checkpoint_path")
+        return super().load_from_checkpoint(
+            checkpoint_path, map_location=map_location, hparams_file=hparams_file, strict=strict, weights_only=True, **kwargs
+        )
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")
@@ -157,6 +234,8 @@ class FashionClassifier(LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val")
+        if self.trainer.sanity_checking:
+            return  # a check of the pipeline before training (or after a resume): not an epoch's result
         self.val_acc_best(self.val_acc.compute())
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
 

@@ -78,12 +78,12 @@ def real_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return data_dir
 
 
-def run_cli(args: Sequence[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    """Run ``python -m fmnist_pl ARGS`` as a real subprocess in ``cwd``."""
+def run_cli(args: Sequence[str], cwd: Path, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run ``python -m fmnist_pl ARGS`` as a real subprocess in ``cwd``; fail after ``timeout`` seconds."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore"}
     env.pop("FMNIST_DEBUG", None)
     result = subprocess.run(
-        [sys.executable, "-m", "fmnist_pl", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "fmnist_pl", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )
     if check and result.returncode != 0:
         raise AssertionError(f"exit {result.returncode}\nstdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}")

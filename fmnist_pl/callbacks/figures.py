@@ -121,11 +121,13 @@ class TensorBoardFigures(Callback):
         for name, p, r in zip(tag_names(), precision, recall):
             pl_module.log(f"test/precision_per_class/{name}", p.float())
             pl_module.log(f"test/recall_per_class/{name}", r.float())
+        # Every process must ask: under DDP, Trainer.log_dir is a broadcast from rank 0.
+        log_dir = trainer.log_dir
         if not trainer.is_global_zero:
             return
         figure = plots.confusion_matrix(matrix, names, font, f"test, {int(counts.sum())} images")
-        if trainer.log_dir is not None:
-            folder = Path(trainer.log_dir)
+        if log_dir is not None:
+            folder = Path(log_dir)
             plots.save_png(figure, folder / "confusion_matrix_test.png")
             write_report(folder / "test_report.md", names, matrix)
         if self._active(trainer):

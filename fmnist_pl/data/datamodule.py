@@ -58,7 +58,8 @@ class FashionMNISTDataModule(LightningDataModule):
         std: Standard deviation of the normalization, in the same units; above 0.
         loader: ``tensor`` (batches from tensors on the training device) or ``torchvision`` (DataLoader
             over torchvision's dataset; the only one that uses ``num_workers``).
-        seed: Seed of the tensor path's epoch order and flips; None takes the run's ``seed_everything``.
+        seed: Seed of the training order (both paths) and of the tensor path's flips; None takes the run's
+            ``seed_everything``.
         group_batches: Training batches handed to each ``training_step`` together (tensor path, one
             process). The model still takes one optimizer step per batch, in order; grouping only
             pays Lightning's per-call overhead (about 2 ms on a 2-core CPU, more than the step
@@ -206,12 +207,22 @@ class FashionMNISTDataModule(LightningDataModule):
             )
         # drop_last stays False everywhere: validation and test must see every image exactly once.
         workers = self.hparams.num_workers
+        world_size = self.trainer.world_size if self.trainer else 1
+        sampler = None
+        if train and world_size == 1:
+            # The same (seed, epoch) order as the tensor path, so resuming gives the same order.
+            # (Under DDP Lightning puts in its DistributedSampler, itself a function of seed and epoch.)
+            sampler, shuffle = EpochOrder(len(split), shuffle, self.data_seed), False
         return DataLoader(
             split,
             batch_size=self.hparams.batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             num_workers=workers,
             persistent_workers=workers > 0,
+            # The loader draws its workers' base seed when an iterator is made; from its own
+            # generator, that draw leaves the global one (flips, dropout) alone.
+            generator=torch.Generator().manual_seed(self.data_seed),
         )
 
 

@@ -26,6 +26,9 @@ class EpochOrder:
     examples sit out an epoch, different ones each epoch. Evaluation keeps every index.
 
     Lightning calls ``set_epoch`` at the start of every epoch, as it does for a DataLoader's sampler.
+    Iterating yields the indices as ints, so it also serves as a ``DataLoader``'s sampler (the
+    torchvision path), where it replaces ``RandomSampler``: that one draws its order from the global
+    generator when the loader's iterator is made, which a resumed run does at another moment.
     """
 
     def __init__(
@@ -51,6 +54,10 @@ class EpochOrder:
         if self.even_shards:
             order = order[: self.size - self.size % self.world_size]
         return order[self.rank :: self.world_size]
+
+    def __iter__(self) -> Iterator[int]:
+        # A generator: the order is computed at the first batch, after Lightning's set_epoch.
+        yield from self.indices().tolist()
 
     def __len__(self) -> int:
         total = self.size - self.size % self.world_size if self.even_shards else self.size

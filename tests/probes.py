@@ -1,0 +1,74 @@
+"""Callbacks that inject faults into a real CLI run, given with ``--trainer.callbacks+=tests.probes.NAME``.
+
+They live in a module of their own because the run is a subprocess: pytest cannot reach into it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+
+class KillAt(Callback):
+    """SIGKILL this process at the start of training batch ``batch`` of epoch ``epoch``: a crash
+    with no chance to clean up, like the out-of-memory killer or a lost node."""
+
+    def __init__(self, epoch: int, batch: int) -> None:
+        self.epoch = epoch
+        self.batch = batch
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: object, batch_idx: int) -> None:
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+class PoisonAt(Callback):
+    """Set one weight to NaN at the start of training batch ``batch`` of epoch ``epoch``, so the
+    loss of that very step is NaN (what a too-high learning rate does, without waiting for it)."""
+
+    def __init__(self, epoch: int, batch: int) -> None:
+        self.epoch = epoch
+        self.batch = batch
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: object, batch_idx: int) -> None:
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            with torch.no_grad():
+                next(pl_module.parameters()).view(-1)[0] = float("nan")
+
+
+def fingerprint(images: torch.Tensor) -> torch.Tensor:
+    """One float64 per image (a fixed random projection): equal images, equal numbers."""
+    projection = torch.randn(images[0].numel(), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    return images.flatten(1).double().cpu() @ projection
+
+
+class Recorder(Callback):
+    """Save, per process, a fingerprint of every training and test image it was given.
+
+    Writes ``OUT/fit-rankR.pt`` after fit and ``OUT/test-rankR.pt`` after test: under DDP each
+    process is its own program, and a file is how it reports back.
+    """
+
+    def __init__(self, out: str) -> None:
+        self.out = out
+        self.seen: list[torch.Tensor] = []
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: tuple, batch_idx: int) -> None:
+        self.seen.append(fingerprint(batch[0]))
+
+    def on_test_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: tuple, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self.seen.append(fingerprint(batch[0]))
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._save(f"fit-rank{trainer.global_rank}.pt", trainer.world_size)
+
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._save(f"test-rank{trainer.global_rank}.pt", trainer.world_size)
+
+    def _save(self, name: str, world_size: int) -> None:
+        os.makedirs(self.out, exist_ok=True)
+        torch.save({"seen": torch.cat(self.seen), "world_size": world_size}, os.path.join(self.out, name))
+        self.seen = []

@@ -1,0 +1,89 @@
+"""Crashes and resumes, end to end: kill -9 mid-epoch then ``fit --ckpt_path last``; a NaN loss."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+from .conftest import REPO, run_cli
+from .test_cli import scalars
+
+# dropout.yaml (dropout, flips, shuffling: all three draw random numbers) with an optimizer and a
+# scheduler that both carry state, shrunk to a few seconds: 3 epochs of 4 groups of 8 batches.
+RUN = [
+    "fit", "--config", str(REPO / "configs" / "dropout.yaml"),
+    "--trainer.accelerator=cpu", "--trainer.max_epochs=3", "--trainer.limit_train_batches=4",
+    "--trainer.limit_val_batches=8", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+    "--data.group_batches=8", "--figures.enabled=false",
+    "--model.optimizer=torch.optim.AdamW", "--model.optimizer.lr=0.002",
+    "--model.scheduler=torch.optim.lr_scheduler.StepLR", "--model.scheduler.step_size=1", "--model.scheduler.gamma=0.5",
+]
+EPOCH_TAGS = ("train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best")
+
+
+def run_folder(cwd: Path) -> Path:
+    return cwd / "lightning_logs" / "dropout" / "version_0"
+
+
+@pytest.mark.parametrize("loader", ["tensor", "torchvision"])
+def test_killed_mid_epoch_then_resumed_ends_like_an_uninterrupted_run(tmp_path: Path, real_data_dir: Path, loader: str) -> None:
+    data = f"--data.data_dir={real_data_dir}", f"--data.loader={loader}"
+    whole, crashed = tmp_path / "whole", tmp_path / "crashed"
+    whole.mkdir(), crashed.mkdir()
+    run_cli([*RUN, *data], cwd=whole)
+
+    killed = run_cli(
+        [*RUN, *data, "--trainer.callbacks+=tests.probes.KillAt", "--trainer.callbacks.epoch=1", "--trainer.callbacks.batch=2"],
+        cwd=crashed, check=False,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert torch.load(run_folder(crashed) / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0
+
+    resumed = run_cli([*RUN, *data, "--ckpt_path", "last"], cwd=crashed)
+    expected_ckpt = Path("lightning_logs") / "dropout" / "version_0" / "checkpoints" / "last.ckpt"
+    assert f"--ckpt_path last: resuming from {expected_ckpt}" in resumed.stderr
+
+    # The resumed run went on in the same folder: one run, the same checkpoints, the same curves.
+    expected, got = scalars(run_folder(whole)), scalars(run_folder(crashed))
+    for tag in EPOCH_TAGS:
+        assert len(got[tag]) == 3, tag
+        torch.testing.assert_close(torch.tensor(got[tag]), torch.tensor(expected[tag]), msg=tag)
+    expected_last = torch.load(run_folder(whole) / "checkpoints" / "last.ckpt", weights_only=True)
+    got_last = torch.load(run_folder(crashed) / "checkpoints" / "last.ckpt", weights_only=True)
+    assert got_last["epoch"] == expected_last["epoch"] == 2
+    torch.testing.assert_close(got_last["state_dict"], expected_last["state_dict"])
+    torch.testing.assert_close(got_last["optimizer_states"], expected_last["optimizer_states"])
+    assert got_last["lr_schedulers"] == expected_last["lr_schedulers"]
+    best = sorted(p.name for p in (run_folder(crashed) / "checkpoints").glob("best-*.ckpt"))
+    assert best == sorted(p.name for p in (run_folder(whole) / "checkpoints").glob("best-*.ckpt"))
+
+
+def test_resume_from_last_without_earlier_runs_is_a_one_line_error(tmp_path: Path) -> None:
+    result = run_cli([*RUN, "--ckpt_path", "last"], cwd=tmp_path, check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: --ckpt_path last: no earlier run of this config has a last.ckpt "
+        "(looked for lightning_logs/dropout/*/checkpoints/last.ckpt); train without --ckpt_path, or give a checkpoint's path."
+    )
+
+
+def test_non_finite_loss_stops_training_and_keeps_the_good_checkpoints(tmp_path: Path, real_data_dir: Path) -> None:
+    result = run_cli(
+        [*RUN, f"--data.data_dir={real_data_dir}", "--trainer.callbacks+=tests.probes.PoisonAt",
+         "--trainer.callbacks.epoch=1", "--trainer.callbacks.batch=1"],
+        cwd=tmp_path, check=False,
+    )
+    assert result.returncode == 2
+    # Group 1 of epoch 1 is optimizer steps 40..47 (32 steps an epoch): the poisoned step is the first.
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("error: training loss is nan at epoch 1, step 40; training stopped"), result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    checkpoints = run_folder(tmp_path) / "checkpoints"
+    for path in checkpoints.glob("*.ckpt"):
+        checkpoint = torch.load(path, weights_only=True)
+        assert checkpoint["epoch"] == 0, path.name
+        assert all(torch.isfinite(t).all() for t in checkpoint["state_dict"].values()), path.name
+    assert len(scalars(run_folder(tmp_path))["val/acc"]) == 1

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from timing import synchronize, timed_seed_fit  # noqa: E402  (benchmarks/ is not a package)
+from timing import synchronize, timed_seed_fit
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = ("tutorial", "fast", "torchvision")

@@ -17,7 +17,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from timing import EpochTimer, timed_seed_fit  # noqa: E402  (benchmarks/ is not a package)
+from timing import EpochTimer, timed_seed_fit
+
 
 def timed_fit(enabled: bool, epochs: int, data_dir: str, log_dir: str) -> EpochTimer:
     return timed_seed_fit(epochs, data_dir, log_dir, [f"--figures.enabled={str(enabled).lower()}"])

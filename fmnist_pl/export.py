@@ -22,7 +22,13 @@ from torch import nn
 
 from fmnist_pl.checkpoints import load_checkpoint
 from fmnist_pl.data.classes import CLASS_NAMES, IMAGE_SHAPE
-from fmnist_pl.data.files import TEST_IMAGES, TEST_LABELS, ensure_files, local_source_dirs, read_idx
+from fmnist_pl.data.files import (
+    TEST_IMAGES,
+    TEST_LABELS,
+    ensure_files,
+    local_source_dirs,
+    read_idx,
+)
 from fmnist_pl.errors import UserError
 from fmnist_pl.module import FashionClassifier
 

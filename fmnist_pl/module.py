@@ -15,7 +15,12 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from fmnist_pl.checkpoints import load_checkpoint
 from fmnist_pl.data.classes import IMAGE_SHAPE, INPUT_SIZE, NUM_CLASSES
-from fmnist_pl.errors import CheckpointError, ConfigError, NonFiniteLossError, check_range
+from fmnist_pl.errors import (
+    CheckpointError,
+    ConfigError,
+    NonFiniteLossError,
+    check_range,
+)
 from fmnist_pl.model import MLP
 
 Batch = tuple[torch.Tensor, torch.Tensor]

@@ -14,7 +14,15 @@ from pathlib import Path
 import torch
 
 from fmnist_pl import plots
-from fmnist_pl.data.files import TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS, ensure_files, local_source_dirs, read_idx
+from fmnist_pl.data.files import (
+    TEST_IMAGES,
+    TEST_LABELS,
+    TRAIN_IMAGES,
+    TRAIN_LABELS,
+    ensure_files,
+    local_source_dirs,
+    read_idx,
+)
 from fmnist_pl.errors import ConfigError
 
 _FILES = {"train": (TRAIN_IMAGES, TRAIN_LABELS), "test": (TEST_IMAGES, TEST_LABELS)}

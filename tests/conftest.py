@@ -14,7 +14,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from fmnist_pl.data.files import DEBIAN_DIR, ENV_VAR, FASHION_MNIST_FILES, IdxFile, ensure_files, raw_dir
+from fmnist_pl.data.files import (
+    DEBIAN_DIR,
+    ENV_VAR,
+    FASHION_MNIST_FILES,
+    IdxFile,
+    ensure_files,
+    raw_dir,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -83,7 +90,7 @@ def run_cli(args: Sequence[str], cwd: Path, check: bool = True, timeout: float =
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore"}
     env.pop("FMNIST_DEBUG", None)
     result = subprocess.run(
-        [sys.executable, "-m", "fmnist_pl", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "fmnist_pl", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
     if check and result.returncode != 0:
         raise AssertionError(f"exit {result.returncode}\nstdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}")

@@ -11,7 +11,6 @@ from fmnist_pl.data.classes import FASHION_MNIST_MEAN, FASHION_MNIST_STD
 from fmnist_pl.data.datamodule import FashionMNISTDataModule, split_indices
 from fmnist_pl.errors import ConfigError
 
-
 LOADERS = ("tensor", "torchvision")
 
 

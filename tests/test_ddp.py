@@ -55,4 +55,4 @@ def test_two_process_fit_and_test_see_every_image_once_and_sync_metrics(
                 "--trainer.logger=false", "--figures.enabled=false"])
     single_acc = cli.trainer.callback_metrics["test/acc"].item()
     assert ddp_acc == pytest.approx(single_acc, abs=1e-6)
-    assert 0.5 < single_acc < 1.0  # trained: far above chance after one epoch
+    assert 0.3 < single_acc < 1.0  # trained: well above chance (0.1) after 55 steps

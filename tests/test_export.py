@@ -46,7 +46,7 @@ def test_export_writes_one_checked_file_that_takes_raw_images(tmp_path: Path, ch
 
 def test_failed_check_is_an_error_and_writes_nothing(tmp_path: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     model, _ = load_for_export(checkpoint)
-    import fmnist_pl.export as export
+    from fmnist_pl import export
 
     # A check that cannot pass (tolerance below zero) stands in for a real disagreement.
     monkeypatch.setattr(export, "MAX_LOGIT_DIFFERENCE", -1.0)

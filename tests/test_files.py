@@ -10,7 +10,16 @@ import pytest
 import torch
 
 from fmnist_pl.data import files
-from fmnist_pl.data.files import DEBIAN_DIR, ENV_VAR, FASHION_MNIST_FILES, ensure_files, local_source_dirs, md5_of, raw_dir, read_idx
+from fmnist_pl.data.files import (
+    DEBIAN_DIR,
+    ENV_VAR,
+    FASHION_MNIST_FILES,
+    ensure_files,
+    local_source_dirs,
+    md5_of,
+    raw_dir,
+    read_idx,
+)
 from fmnist_pl.errors import DataError
 
 from .conftest import idx_bytes, real_source_dir, write_tiny_dataset

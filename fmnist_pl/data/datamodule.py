@@ -12,10 +12,25 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms
 from torchvision.datasets import FashionMNIST
 
-from fmnist_pl.data.classes import FASHION_MNIST_MEAN, FASHION_MNIST_STD, INPUT_SIZE, NUM_CLASSES, TRAIN_SIZE
+from fmnist_pl.data.classes import (
+    FASHION_MNIST_MEAN,
+    FASHION_MNIST_STD,
+    INPUT_SIZE,
+    NUM_CLASSES,
+    TRAIN_SIZE,
+)
 from fmnist_pl.data.device_loader import DeviceLoader, EpochOrder
+from fmnist_pl.data.files import (
+    TEST_IMAGES,
+    TEST_LABELS,
+    TRAIN_IMAGES,
+    TRAIN_LABELS,
+    ensure_files,
+    local_source_dirs,
+    raw_dir,
+    read_idx,
+)
 from fmnist_pl.data.image_files import Invert, find_images, load_images
-from fmnist_pl.data.files import TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS, ensure_files, local_source_dirs, raw_dir, read_idx
 from fmnist_pl.errors import ConfigError, check_at_least, check_range
 
 

@@ -58,7 +58,7 @@ def load_for_export(ckpt_path: Path) -> tuple[RawImageClassifier, dict]:
     module.load_state_dict(checkpoint["state_dict"])
     normalize = data_hparams.get("normalize", False)
     wrapper = RawImageClassifier(
-        module.net, data_hparams.get("mean") if normalize else None, data_hparams.get("std") if normalize else None
+        module.inference_network(), data_hparams.get("mean") if normalize else None, data_hparams.get("std") if normalize else None
     )
     return wrapper.eval(), data_hparams
 

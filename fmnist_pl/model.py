@@ -1,5 +1,6 @@
 """The network: a plain fully connected MLP, no Lightning in it."""
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -28,3 +29,20 @@ class MLP(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Map images of any shape ``(N, ...)`` with ``input_size`` values each to logits ``(N, num_classes)``."""
         return self.layers(images)
+
+
+class FlipAveraged(nn.Module):
+    """``net`` applied to each image and to its mirror image, the two predicted distributions averaged.
+
+    Returns log-probabilities ``(N, num_classes)``: their softmax is the average distribution, and
+    cross-entropy on them is the loss of that average. Test-time augmentation for a network trained
+    with horizontal flips; twice the inference cost.
+    """
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        both = torch.stack([self.net(images).log_softmax(dim=1), self.net(images.flip(-1)).log_softmax(dim=1)])
+        return both.logsumexp(dim=0) - math.log(2)

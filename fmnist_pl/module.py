@@ -10,6 +10,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from torch import nn
 from torch.nn import functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -21,7 +22,7 @@ from fmnist_pl.errors import (
     NonFiniteLossError,
     check_range,
 )
-from fmnist_pl.model import MLP
+from fmnist_pl.model import MLP, FlipAveraged
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -34,6 +35,9 @@ def tutorial_sgd(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
 class FashionClassifier(LightningModule):
     """An MLP classifier for FashionMNIST, trained with cross-entropy and scored with torchmetrics.
 
+    Validation, test, predict and export all go through :meth:`inference_network`: the averaged
+    weights when ``ema_decay`` is set, each image with its mirror image when ``tta_flip`` is set.
+
     Logs per epoch ``train/loss``, ``train/acc``, ``val/loss``, ``val/acc``, ``val/acc_best``,
     ``test/loss`` and ``test/acc``. Accuracy is over all samples (micro average). ``val/loss`` and
     ``test/loss`` are plain cross-entropy summed over the split and divided by its size (the
@@ -44,6 +48,12 @@ class FashionClassifier(LightningModule):
         hidden_sizes: Widths of the hidden layers, e.g. ``[256, 128]``.
         dropout: Probability of zeroing a hidden activation during training, in [0, 1).
         label_smoothing: Label smoothing of the training loss, in [0, 1).
+        ema_decay: Keep an exponential moving average of the weights, updated after every optimizer
+            step: ``average = ema_decay * average + (1 - ema_decay) * weights`` (0.999 averages over
+            roughly the last 1,000 steps). Validation, test, predict and export use the average;
+            it is saved in the checkpoints. 0 turns it off; in [0, 1).
+        tta_flip: Score each image and its mirror image and average the two predicted distributions
+            (test-time augmentation; inference costs twice as much). Training is unchanged.
         optimizer: Builds the optimizer from the parameters (default: SGD, lr 0.01).
         scheduler: Builds an optional learning-rate scheduler from the optimizer; stepped once per epoch.
         compile_mode: How the network runs. ``auto``: compiled with ``torch.compile(mode="reduce-overhead")``
@@ -59,6 +69,8 @@ class FashionClassifier(LightningModule):
         hidden_sizes: Sequence[int] = (256, 128),
         dropout: float = 0.0,
         label_smoothing: float = 0.0,
+        ema_decay: float = 0.0,
+        tta_flip: bool = False,
         optimizer: OptimizerCallable = tutorial_sgd,
         scheduler: LRSchedulerCallable | None = None,
         compile_mode: Literal["auto", "eager", "default", "reduce-overhead"] = "auto",
@@ -68,6 +80,7 @@ class FashionClassifier(LightningModule):
         super().__init__()
         check_range("--model.dropout", dropout, 0.0, 1.0)
         check_range("--model.label_smoothing", label_smoothing, 0.0, 1.0)
+        check_range("--model.ema_decay", ema_decay, 0.0, 1.0)
         if not hidden_sizes or min(hidden_sizes) < 1:
             raise ConfigError(f"--model.hidden_sizes must be a non-empty list of integers >= 1, got {list(hidden_sizes)}")
         # The optimizer and scheduler factories are code, not data: they stay out of the checkpoint
@@ -76,6 +89,12 @@ class FashionClassifier(LightningModule):
         # The training step runs several optimizer steps per call when batches come grouped.
         self.automatic_optimization = False
         self.net = MLP(input_size, hidden_sizes, num_classes, dropout)
+        self.ema: AveragedModel | None = None
+        if ema_decay > 0:
+            # use_buffers=False: the MLP has no buffers. The copy's weights take no gradients.
+            self.ema = AveragedModel(self.net, multi_avg_fn=get_ema_multi_avg_fn(ema_decay))
+            self.ema.requires_grad_(False)
+        self.tta_flip = tta_flip
         # Lets TensorBoardLogger(log_graph=True) trace the model graph.
         self.example_input_array = torch.zeros(1, *IMAGE_SHAPE)
         self.optimizer_factory = optimizer
@@ -101,8 +120,15 @@ class FashionClassifier(LightningModule):
         self._rng_states_to_restore: dict[str, Any] | None = None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits ``(N, num_classes)`` for images ``(N, 1, 28, 28)``."""
-        return self.net(images)
+        """Scores ``(N, num_classes)`` for images ``(N, 1, 28, 28)`` from :meth:`inference_network`:
+        logits, or log-probabilities with ``tta_flip``; their softmax is the predicted distribution."""
+        return self.inference_network()(images)
+
+    def inference_network(self) -> nn.Module:
+        """The network that evaluates and predicts: the averaged weights if ``ema_decay`` is set
+        (else the trained ones), wrapped in :class:`FlipAveraged` if ``tta_flip`` is set."""
+        net = self.ema.module if self.ema is not None else self.net
+        return FlipAveraged(net) if self.tta_flip else net
 
     def configure_model(self) -> None:
         # Called by the Trainer once the device is known: only then can "auto" decide.
@@ -117,12 +143,17 @@ class FashionClassifier(LightningModule):
             self.net.compile(mode=mode, dynamic=False)
             self._compiled = True
 
-    def model_step(self, batch: Batch, label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Loss (mean over the batch), predicted classes and targets: the part all stages share."""
+    def model_step(
+        self, batch: Batch, label_smoothing: float = 0.0, training: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Loss (mean over the batch), predicted classes and targets: the part all stages share.
+
+        Training scores with the trained network itself; evaluation with :meth:`inference_network`.
+        """
         images, targets = batch
-        logits = self(images)
-        loss = F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
-        return loss, logits.argmax(dim=1), targets
+        scores = self.net(images) if training else self(images)
+        loss = F.cross_entropy(scores, targets, label_smoothing=label_smoothing)
+        return loss, scores.argmax(dim=1), targets
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         """One optimizer step per batch; a 5-D batch ``(K, B, 1, 28, 28)`` is K batches in a row.
@@ -136,10 +167,12 @@ class FashionClassifier(LightningModule):
         optimizer = self.optimizers()
         losses, predictions = [], []
         for step_images, step_targets in steps:
-            loss, preds, _ = self.model_step((step_images, step_targets), self.label_smoothing)
+            loss, preds, _ = self.model_step((step_images, step_targets), self.label_smoothing, training=True)
             optimizer.zero_grad()
             self.manual_backward(loss)
             optimizer.step()
+            if self.ema is not None:
+                self.ema.update_parameters(self.net)
             losses.append(loss.detach())
             predictions.append(preds)
         group_losses = torch.stack(losses)
@@ -258,7 +291,8 @@ class FashionClassifier(LightningModule):
         return self(images).softmax(dim=1)
 
     def configure_optimizers(self) -> OptimizerLRScheduler:
-        optimizer = self.optimizer_factory(self.parameters())
+        # The trained network's parameters only: the moving average is not trained.
+        optimizer = self.optimizer_factory(self.net.parameters())
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)

@@ -87,6 +87,7 @@ def test_unshuffled_training_walks_the_file_in_order(real_data_dir: Path, loader
         ({"batch_size": 0}, "--data.batch_size"),
         ({"num_workers": -2}, "--data.num_workers"),
         ({"std": 0.0}, "--data.std"),
+        ({"shift": 14}, "--data.shift"),
     ],
 )
 def test_out_of_range_options_are_refused_by_name(kwargs: dict, option: str) -> None:

@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
+from torchvision.transforms import functional as TF
 
 from fmnist_pl.data.datamodule import FashionMNISTDataModule
-from fmnist_pl.data.device_loader import DeviceLoader, EpochOrder
+from fmnist_pl.data.device_loader import DeviceLoader, EpochOrder, shift_images
 
 
 def numbered_images(count: int) -> torch.Tensor:
@@ -155,3 +157,48 @@ def test_unshuffled_training_batches_equal_the_torchvision_paths(real_data_dir: 
         assert torch.equal(fy, cy)
         torch.testing.assert_close(fx, cx)
     assert len(fast.train_dataloader()) == len(classic.train_dataloader()) == 860
+
+
+def test_shift_equals_padding_then_cropping() -> None:
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (60, 28, 28), dtype=torch.uint8, generator=generator)
+    offsets = torch.randint(-3, 4, (60, 2), generator=generator)
+    shifted = shift_images(images, offsets, 3)
+    for image, (down, right), got in zip(images, offsets.tolist(), shifted):
+        expected = TF.crop(torch.nn.functional.pad(image, (3, 3, 3, 3)), 3 - down, 3 - right, 28, 28)
+        assert torch.equal(got, expected)
+
+
+def test_shift_moves_training_images_by_every_offset_within_the_limit() -> None:
+    images = torch.randint(1, 256, (2000, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    order = EpochOrder(2000, shuffle=False, seed=3)
+    loader = DeviceLoader(images, torch.arange(2000), order, batch_size=500, shift=2)
+    state = torch.get_rng_state()
+    batches = list(loader)
+    assert torch.equal(torch.get_rng_state(), state)  # its own generator, like the flips
+    found = []
+    for shifted, labels in batches:
+        for image, label in zip(shifted[:, 0], labels):
+            matches = [
+                (down, right) for down in range(-2, 3) for right in range(-2, 3)
+                if torch.equal(image, shift_images(images[label][None], torch.tensor([[down, right]]), 2)[0].float() / 255)
+            ]
+            assert len(matches) == 1
+            found.append(matches[0])
+    counts = torch.bincount(torch.tensor([(d + 2) * 5 + (r + 2) for d, r in found]), minlength=25)
+    assert counts.min() > 40 and counts.max() < 130  # all 25 offsets, about 80 each
+    # A function of (seed, epoch): the same again, another epoch moves them otherwise.
+    assert all(torch.equal(a, b) for (a, _), (b, _) in zip(batches, loader))
+    order.set_epoch(1)
+    assert not torch.equal(next(iter(loader))[0], batches[0][0])
+
+
+def test_torchvision_path_shifts_training_images_only() -> None:
+    data = FashionMNISTDataModule(shift=2, normalize=False)
+    pixels = torch.zeros(28, 28, dtype=torch.uint8)
+    pixels[10, 10] = 255
+    picture = Image.fromarray(pixels.numpy())
+    assert torch.equal(data.eval_transform()(picture)[0], pixels.float() / 255)
+    moved = {tuple(data.train_transform()(picture)[0].nonzero()[0].tolist()) for _ in range(300)}
+    # The one bright pixel lands within 2 pixels of where it was, in each direction.
+    assert moved <= {(row, col) for row in range(8, 13) for col in range(8, 13)} and len(moved) > 15

@@ -12,6 +12,7 @@ import torch
 from fmnist_pl.data.classes import CLASS_NAMES
 from fmnist_pl.errors import UserError
 from fmnist_pl.export import export_onnx, load_for_export
+from fmnist_pl.module import FashionClassifier
 
 from .conftest import SMALL_RUN, run_cli
 
@@ -65,3 +66,26 @@ def test_without_the_extra_export_names_it(tmp_path: Path, checkpoint: Path, mon
 def test_missing_checkpoint_is_a_one_line_error(tmp_path: Path) -> None:
     result = run_cli(["export", "--ckpt_path=nope.ckpt"], cwd=tmp_path, check=False)
     assert result.returncode == 2 and "nope.ckpt: no such file" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_export_carries_the_averaged_weights_and_the_flip_averaging(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    module = FashionClassifier(ema_decay=0.9, tta_flip=True)
+    with torch.no_grad():  # trained weights that differ from their average, as after training
+        for parameter in module.net.parameters():
+            parameter.add_(torch.randn_like(parameter))
+    path = tmp_path / "ema.ckpt"
+    data = {"normalize": True, "mean": 0.25, "std": 0.5}
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
+                "datamodule_hyper_parameters": data}, path)
+    model, _ = load_for_export(path)
+    images = torch.rand(16, 1, 28, 28)
+    expected = module.eval()((images - 0.25) / 0.5)
+    torch.testing.assert_close(model(images), expected)
+    assert not torch.allclose(expected, module.net((images - 0.25) / 0.5).log_softmax(1))
+
+    check = export_onnx(model, tmp_path / "model.onnx", images)
+    assert check["max_abs_diff"] < 1e-4 and check["agreement"] == 1.0
+    session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    scores = session.run(["logits"], {"images": images.numpy()})[0]
+    torch.testing.assert_close(torch.from_numpy(scores), expected, rtol=1e-4, atol=1e-4)

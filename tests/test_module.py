@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.data import DataLoader, TensorDataset
 
 from fmnist_pl.errors import ConfigError
 from fmnist_pl.model import MLP
@@ -82,6 +84,7 @@ def test_scheduler_is_wired_when_given() -> None:
         ({"label_smoothing": -0.5}, "--model.label_smoothing"),
         ({"hidden_sizes": []}, "--model.hidden_sizes"),
         ({"hidden_sizes": [256, 0]}, "--model.hidden_sizes"),
+        ({"ema_decay": 1.0}, "--model.ema_decay"),
     ],
 )
 def test_out_of_range_options_are_refused_by_name(kwargs: dict, option: str) -> None:
@@ -92,6 +95,68 @@ def test_out_of_range_options_are_refused_by_name(kwargs: dict, option: str) -> 
 def test_hyperparameters_are_plain_data() -> None:
     hparams = dict(FashionClassifier(dropout=0.2).hparams)
     assert hparams == {
-        "hidden_sizes": (256, 128), "dropout": 0.2, "label_smoothing": 0.0, "compile_mode": "auto",
+        "hidden_sizes": (256, 128), "dropout": 0.2, "label_smoothing": 0.0, "ema_decay": 0.0, "tta_flip": False,
+        "compile_mode": "auto",
         "input_size": 784, "num_classes": 10,
     }
+
+
+class WeightsAfterEachStep(Callback):
+    def __init__(self) -> None:
+        self.weights: list[dict[str, torch.Tensor]] = []
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: object) -> None:
+        self.weights.append({k: v.detach().clone() for k, v in pl_module.net.state_dict().items()})
+
+
+def test_ema_follows_its_formula_differs_from_the_trained_weights_and_is_what_evaluates() -> None:
+    torch.manual_seed(0)
+    decay = 0.9
+    model = FashionClassifier(ema_decay=decay, optimizer=lambda params: torch.optim.SGD(params, lr=0.5))
+    images, labels = torch.rand(96, 1, 28, 28), torch.arange(96) % 10
+    recorder = WeightsAfterEachStep()
+    trainer = Trainer(
+        accelerator="cpu", max_steps=3, limit_val_batches=0, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, callbacks=[recorder],
+    )
+    trainer.fit(model, DataLoader(TensorDataset(images, labels), batch_size=32))
+    # The first update copies the weights; each later one moves the average a tenth of the way.
+    first, second, third = recorder.weights
+    for name, averaged in model.ema.module.state_dict().items():
+        expected = decay * (decay * first[name] + (1 - decay) * second[name]) + (1 - decay) * third[name]
+        torch.testing.assert_close(averaged, expected)
+        assert not torch.allclose(averaged, third[name])  # not the trained weights
+    assert model.ema.n_averaged.item() == 3
+    # The optimizer trains the network only, never the average.
+    assert {id(p) for group in trainer.optimizers[0].param_groups for p in group["params"]} == {id(p) for p in model.net.parameters()}
+
+    model.eval()
+    batch = (images[:8], labels[:8])
+    torch.testing.assert_close(model(batch[0]), model.ema.module(batch[0]))
+    loss, _, _ = model.model_step(batch)
+    torch.testing.assert_close(loss, F.cross_entropy(model.ema.module(batch[0]), batch[1]))
+    trained_loss, _, _ = model.model_step(batch, training=True)
+    torch.testing.assert_close(trained_loss, F.cross_entropy(model.net(batch[0]), batch[1]))
+    assert not torch.isclose(loss, trained_loss)
+
+    # The average is in the checkpoint's state_dict, and comes back with it.
+    restored = FashionClassifier(ema_decay=decay)
+    restored.load_state_dict(model.state_dict())
+    torch.testing.assert_close(restored.eval()(batch[0]), model(batch[0]))
+
+
+def test_flip_averaging_averages_the_two_distributions_at_evaluation_only() -> None:
+    torch.manual_seed(0)
+    model = FashionClassifier(tta_flip=True).eval()
+    images = torch.rand(6, 1, 28, 28)
+    expected = (model.net(images).softmax(1) + model.net(images.flip(-1)).softmax(1)) / 2
+    torch.testing.assert_close(model(images).exp(), expected)
+    # A mirror-symmetric image gives the plain prediction.
+    symmetric = images + images.flip(-1)
+    torch.testing.assert_close(model(symmetric), model.net(symmetric).log_softmax(1))
+    labels = torch.arange(6)
+    loss, preds, _ = model.model_step((images, labels))
+    torch.testing.assert_close(loss, F.nll_loss(expected.log(), labels))
+    assert torch.equal(preds, expected.argmax(1))
+    trained_loss, _, _ = model.model_step((images, labels), training=True)
+    torch.testing.assert_close(trained_loss, F.cross_entropy(model.net(images), labels))

@@ -68,6 +68,10 @@ class FashionMNISTDataModule(LightningDataModule):
         num_workers: DataLoader worker processes; 0 loads in the main process.
         shuffle: Whether to shuffle the training images each epoch.
         flip: Whether to flip training images horizontally with probability 0.5.
+        shift: Largest random translation of training images, in pixels: each image moves by a whole
+            number of pixels in [-shift, shift] down and across, independently, and the pixels moved
+            in are black (the background). An MLP has no built-in tolerance to position; this
+            teaches it some. 0 turns it off.
         normalize: Whether to normalize images (train and eval alike) with ``mean`` and ``std``.
         mean: Mean of the normalization, in units of the [0, 1] pixel scale (FashionMNIST's own by default).
         std: Standard deviation of the normalization, in the same units; above 0.
@@ -97,6 +101,7 @@ class FashionMNISTDataModule(LightningDataModule):
         num_workers: int = 0,
         shuffle: bool = True,
         flip: bool = False,
+        shift: int = 0,
         normalize: bool = True,
         mean: float = FASHION_MNIST_MEAN,
         std: float = FASHION_MNIST_STD,
@@ -111,6 +116,7 @@ class FashionMNISTDataModule(LightningDataModule):
         check_at_least("--data.batch_size", batch_size, 1)
         check_at_least("--data.num_workers", num_workers, 0)
         check_at_least("--data.group_batches", group_batches, 1)
+        check_range("--data.shift", shift, 0, 14)
         if not std > 0:
             raise ConfigError(f"--data.std must be above 0, got {std}")
         self.save_hyperparameters()
@@ -166,8 +172,10 @@ class FashionMNISTDataModule(LightningDataModule):
                 self.test_set = self._dataset(train=False, transform=self.eval_transform())
 
     def train_transform(self) -> transforms.Compose:
-        """PIL image -> tensor: optional flip, to [0, 1], optional normalization (the tutorial's order)."""
+        """PIL image -> tensor: optional flip and shift, to [0, 1], optional normalization (the tutorial's order)."""
         steps: list = [transforms.RandomHorizontalFlip()] if self.hparams.flip else []
+        if self.hparams.shift:
+            steps.append(transforms.RandomCrop(28, padding=self.hparams.shift, fill=0))
         return transforms.Compose(steps + self._to_tensor_steps())
 
     def eval_transform(self) -> transforms.Compose:
@@ -215,6 +223,7 @@ class FashionMNISTDataModule(LightningDataModule):
                 order,
                 self.hparams.batch_size,
                 flip=train and self.hparams.flip,
+                shift=self.hparams.shift if train else 0,
                 mean=self.hparams.mean if normalize else None,
                 std=self.hparams.std if normalize else None,
                 # Under DDP each optimizer step needs its own forward through the DDP wrapper.

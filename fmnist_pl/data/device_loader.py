@@ -73,6 +73,8 @@ class DeviceLoader:
         order: which indices to visit, and in which order; exposed as ``sampler`` for Lightning.
         batch_size: images per batch; the last batch may be shorter (none is dropped).
         flip: flip each image horizontally with probability 0.5 (training only).
+        shift: move each image by a random whole number of pixels in [-shift, shift], rows and columns
+            independently, filling with black (training only; 0: off).
         mean: normalization mean in [0, 1] pixel units, or None for no normalization.
         std: normalization standard deviation, used with ``mean``.
         group: batches yielded together, stacked as ``(K, B, 1, 28, 28)`` and ``(K, B)``; 1 yields
@@ -92,6 +94,7 @@ class DeviceLoader:
         mean: float | None = None,
         std: float | None = None,
         group: int = 1,
+        shift: int = 0,
     ) -> None:
         self.images = images
         self.labels = labels
@@ -101,6 +104,7 @@ class DeviceLoader:
         self.mean = mean
         self.std = std
         self.group = group
+        self.shift = shift
 
     def __len__(self) -> int:
         full, short = divmod(len(self.sampler), self.batch_size)
@@ -109,9 +113,13 @@ class DeviceLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         device = self.images.device
         indices = self.sampler.indices().to(device)
-        flips = self._flip_mask(len(indices), device) if self.flip else None
+        flips, offsets = self._augmentations(len(indices), device)
         for start, stop in self._spans(len(indices)):
-            images, labels = self._transform(indices[start:stop], None if flips is None else flips[start:stop])
+            images, labels = self._transform(
+                indices[start:stop],
+                None if flips is None else flips[start:stop],
+                None if offsets is None else offsets[start:stop],
+            )
             if self.group > 1 and len(labels) % self.batch_size == 0:
                 images = images.view(-1, self.batch_size, *images.shape[1:])
                 labels = labels.view(-1, self.batch_size)
@@ -125,18 +133,51 @@ class DeviceLoader:
         if whole < total:
             yield whole, total
 
-    def _transform(self, batch: torch.Tensor, flips: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        images = self.images[batch].unsqueeze(1).float().div_(255)
+    def _transform(
+        self, batch: torch.Tensor, flips: torch.Tensor | None, offsets: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        images = self.images[batch]
+        if offsets is not None:
+            images = shift_images(images, offsets, self.shift)
+        images = images.unsqueeze(1).float().div_(255)
         if flips is not None:
             images = torch.where(flips.view(-1, 1, 1, 1), images.flip(-1), images)
         if self.mean is not None:
             images = images.sub_(self.mean).div_(self.std)
         return images, self.labels[batch]
 
-    def _flip_mask(self, count: int, device: torch.device) -> torch.Tensor:
+    def _augmentations(self, count: int, device: torch.device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The epoch's flip mask ``(count,)`` and shifts ``(count, 2)`` (rows, columns), or None where off."""
+        if not self.flip and not self.shift:
+            return None, None
         # One draw per epoch, from a generator of its own: the global RNG is left untouched, and the
-        # flips depend only on (seed, epoch, rank).
+        # augmentations depend only on (seed, epoch, rank).
         order = self.sampler
         seed = (order.seed + order.epoch) * 1_000_003 + order.rank
         generator = torch.Generator(device=device).manual_seed(seed)
-        return torch.rand(count, generator=generator, device=device) < 0.5
+        flips = torch.rand(count, generator=generator, device=device) < 0.5
+        offsets = None
+        if self.shift:
+            offsets = torch.randint(-self.shift, self.shift + 1, (count, 2), generator=generator, device=device)
+        return (flips if self.flip else None), offsets
+
+
+def shift_images(images: torch.Tensor, offsets: torch.Tensor, limit: int) -> torch.Tensor:
+    """Move each image ``(N, H, W)`` down by ``offsets[:, 0]`` and right by ``offsets[:, 1]`` pixels.
+
+    Offsets lie in [-limit, limit]. Pixels moved in from outside are 0 (black, FashionMNIST's
+    background): the result equals torchvision's ``RandomCrop(size, padding=limit)`` with the crop's
+    corner at ``limit - offsets``. One slice copy per distinct offset, on the uint8 pixels: about
+    three times faster on a CPU than one gather of every pixel.
+    """
+    height, width = images.shape[-2:]
+    padded = torch.nn.functional.pad(images, (limit, limit, limit, limit))
+    shifted = torch.empty_like(images)
+    side = 2 * limit + 1
+    kinds = (offsets[:, 0] + limit) * side + (offsets[:, 1] + limit)
+    for kind in range(side * side):
+        which = (kinds == kind).nonzero().flatten()
+        if len(which):
+            top, left = limit - (kind // side - limit), limit - (kind % side - limit)
+            shifted[which] = padded[which, top : top + height, left : left + width]
+    return shifted

@@ -20,6 +20,7 @@ from fmnist_pl.errors import (
     CheckpointError,
     ConfigError,
     NonFiniteLossError,
+    check_at_least,
     check_range,
 )
 from fmnist_pl.model import MLP, FlipAveraged
@@ -48,6 +49,9 @@ class FashionClassifier(LightningModule):
         hidden_sizes: Widths of the hidden layers, e.g. ``[256, 128]``.
         dropout: Probability of zeroing a hidden activation during training, in [0, 1).
         label_smoothing: Label smoothing of the training loss, in [0, 1).
+        mixup_alpha: Train on mixtures of two images, ``lam * a + (1 - lam) * b`` with
+            ``lam ~ Beta(alpha, alpha)`` drawn per batch and the pair taken from the batch itself, against
+            the same mixture of their labels (mixup). 0 turns it off.
         ema_decay: Keep an exponential moving average of the weights, updated after every optimizer
             step: ``average = ema_decay * average + (1 - ema_decay) * weights`` (0.999 averages over
             roughly the last 1,000 steps). Validation, test, predict and export use the average;
@@ -69,6 +73,7 @@ class FashionClassifier(LightningModule):
         hidden_sizes: Sequence[int] = (256, 128),
         dropout: float = 0.0,
         label_smoothing: float = 0.0,
+        mixup_alpha: float = 0.0,
         ema_decay: float = 0.0,
         tta_flip: bool = False,
         optimizer: OptimizerCallable = tutorial_sgd,
@@ -81,6 +86,7 @@ class FashionClassifier(LightningModule):
         check_range("--model.dropout", dropout, 0.0, 1.0)
         check_range("--model.label_smoothing", label_smoothing, 0.0, 1.0)
         check_range("--model.ema_decay", ema_decay, 0.0, 1.0)
+        check_at_least("--model.mixup_alpha", mixup_alpha, 0.0)
         if not hidden_sizes or min(hidden_sizes) < 1:
             raise ConfigError(f"--model.hidden_sizes must be a non-empty list of integers >= 1, got {list(hidden_sizes)}")
         # The optimizer and scheduler factories are code, not data: they stay out of the checkpoint
@@ -100,6 +106,7 @@ class FashionClassifier(LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.label_smoothing = label_smoothing
+        self.mixup = torch.distributions.Beta(mixup_alpha, mixup_alpha) if mixup_alpha > 0 else None
         self.compile_mode = compile_mode
         self._compiled = False
 
@@ -167,7 +174,10 @@ class FashionClassifier(LightningModule):
         optimizer = self.optimizers()
         losses, predictions = [], []
         for step_images, step_targets in steps:
-            loss, preds, _ = self.model_step((step_images, step_targets), self.label_smoothing, training=True)
+            if self.mixup is None:
+                loss, preds, _ = self.model_step((step_images, step_targets), self.label_smoothing, training=True)
+            else:
+                loss, preds = self.mixup_step(step_images, step_targets)
             optimizer.zero_grad()
             self.manual_backward(loss)
             optimizer.step()
@@ -181,6 +191,18 @@ class FashionClassifier(LightningModule):
         # the batch losses weighted by the group's size is the mean over its samples.
         self._update("train", group_losses, torch.cat(predictions), targets.flatten())
         return loss
+
+    def mixup_step(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mixup: the loss on mixed images against the same mixture of the two labels, and the
+        predicted classes (scored against the first image's label in ``train/acc``)."""
+        lam = self.mixup.sample().to(images.device)
+        partner = torch.randperm(len(targets), device=images.device)
+        scores = self.net(lam * images + (1 - lam) * images[partner])
+        smoothing = self.label_smoothing
+        loss = lam * F.cross_entropy(scores, targets, label_smoothing=smoothing) + (1 - lam) * F.cross_entropy(
+            scores, targets[partner], label_smoothing=smoothing
+        )
+        return loss, scores.argmax(dim=1)
 
     def _stop_unless_finite(self, losses: torch.Tensor) -> None:
         """Raise ``NonFiniteLossError`` naming the epoch and optimizer step if any loss is NaN or infinite.

@@ -95,3 +95,16 @@ def run_cli(args: Sequence[str], cwd: Path, check: bool = True, timeout: float =
     if check and result.returncode != 0:
         raise AssertionError(f"exit {result.returncode}\nstdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}")
     return result
+
+
+def exit_of_main(args: Sequence[str], capsys: pytest.CaptureFixture) -> tuple[int | str | None, str]:
+    """Run the command in-process through its entry point (``python -m fmnist_pl`` calls ``main``),
+    expecting it to exit; return its exit status and what it wrote to stderr.
+
+    For the error cases, where a subprocess would only add the 10 s of importing torch and Lightning.
+    """
+    from fmnist_pl.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(args))
+    return exit_info.value.code, capsys.readouterr().err

@@ -16,7 +16,7 @@ from fmnist_pl.cli import FashionCLI, main
 from fmnist_pl.errors import CheckpointError
 from fmnist_pl.module import FashionClassifier
 
-from .conftest import REPO, SMALL_RUN, run_cli
+from .conftest import REPO, SMALL_RUN, exit_of_main, run_cli
 
 
 class RunsCodeWhenLoaded:
@@ -48,10 +48,9 @@ def test_every_command_refuses_a_checkpoint_that_carries_code(
 ) -> None:
     path, marker = booby_trapped
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit) as exit_info:
-        main([command, f"--ckpt_path={path}"])
-    assert exit_info.value.code == 2
-    (line,) = capsys.readouterr().err.strip().splitlines()
+    code, err = exit_of_main([command, f"--ckpt_path={path}"], capsys)
+    assert code == 2
+    (line,) = err.strip().splitlines()
     assert line.startswith(f"error: --ckpt_path {path}: refused, it holds objects that are not plain data")
     assert not marker.exists()
 
@@ -98,10 +97,9 @@ def test_damaged_checkpoints_are_one_line_errors(
 ) -> None:
     path = write_damaged(kind, tmp_path)
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit) as exit_info:
-        main(["test", f"--ckpt_path={path}"])
-    assert exit_info.value.code == 2
-    (line,) = capsys.readouterr().err.strip().splitlines()
+    code, err = exit_of_main(["test", f"--ckpt_path={path}"], capsys)
+    assert code == 2
+    (line,) = err.strip().splitlines()
     assert line.startswith(f"error: --ckpt_path {path}: {says}")
 
 

@@ -11,7 +11,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from fmnist_pl.cli import main
 
-from .conftest import REPO, SMALL_RUN, run_cli
+from .conftest import REPO, SMALL_RUN, exit_of_main, run_cli
 
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 TRAIN_VAL_TAGS = {"train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best"}
@@ -130,13 +130,9 @@ def test_print_config_shows_the_defaults(tmp_path: Path) -> None:
 def test_bad_values_are_one_line_errors(
     tmp_path: Path, args: list[str], expected: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    # In-process, through the same entry point as the command (python -m fmnist_pl calls main):
-    # a subprocess per case would only add the 10 s of importing torch and Lightning.
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    assert exit_info.value.code == 2
-    assert capsys.readouterr().err.strip() == f"error: {expected}"
+    code, err = exit_of_main(args, capsys)
+    assert code == 2 and err.strip() == f"error: {expected}"
     assert not (tmp_path / "lightning_logs").exists()
 
 
@@ -154,7 +150,5 @@ def test_unknown_options_and_wrong_types_are_the_clis_errors(
     tmp_path: Path, args: list[str], named: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    err = capsys.readouterr().err
-    assert exit_info.value.code not in (0, None) and named in err and "Traceback" not in err
+    code, err = exit_of_main(args, capsys)
+    assert code not in (0, None) and named in err and "Traceback" not in err

@@ -85,6 +85,7 @@ def test_scheduler_is_wired_when_given() -> None:
         ({"hidden_sizes": []}, "--model.hidden_sizes"),
         ({"hidden_sizes": [256, 0]}, "--model.hidden_sizes"),
         ({"ema_decay": 1.0}, "--model.ema_decay"),
+        ({"mixup_alpha": -0.1}, "--model.mixup_alpha"),
     ],
 )
 def test_out_of_range_options_are_refused_by_name(kwargs: dict, option: str) -> None:
@@ -95,7 +96,7 @@ def test_out_of_range_options_are_refused_by_name(kwargs: dict, option: str) -> 
 def test_hyperparameters_are_plain_data() -> None:
     hparams = dict(FashionClassifier(dropout=0.2).hparams)
     assert hparams == {
-        "hidden_sizes": (256, 128), "dropout": 0.2, "label_smoothing": 0.0, "ema_decay": 0.0, "tta_flip": False,
+        "hidden_sizes": (256, 128), "dropout": 0.2, "label_smoothing": 0.0, "mixup_alpha": 0.0, "ema_decay": 0.0, "tta_flip": False,
         "compile_mode": "auto",
         "input_size": 784, "num_classes": 10,
     }
@@ -160,3 +161,20 @@ def test_flip_averaging_averages_the_two_distributions_at_evaluation_only() -> N
     assert torch.equal(preds, expected.argmax(1))
     trained_loss, _, _ = model.model_step((images, labels), training=True)
     torch.testing.assert_close(trained_loss, F.cross_entropy(model.net(images), labels))
+
+
+def test_mixup_trains_on_mixed_images_against_the_same_mixture_of_labels() -> None:
+    model = FashionClassifier(mixup_alpha=0.4, label_smoothing=0.1)
+    images, targets = torch.rand(8, 1, 28, 28), torch.arange(8)
+    torch.manual_seed(1)
+    loss, preds = model.mixup_step(images, targets)
+    torch.manual_seed(1)  # the same draws again, by hand
+    lam, partner = model.mixup.sample(), torch.randperm(8)
+    assert 0 < lam < 1 and not torch.equal(partner, torch.arange(8))
+    scores = model.net(lam * images + (1 - lam) * images[partner])
+    expected = lam * F.cross_entropy(scores, targets, label_smoothing=0.1) + (1 - lam) * F.cross_entropy(
+        scores, targets[partner], label_smoothing=0.1
+    )
+    torch.testing.assert_close(loss, expected)
+    assert torch.equal(preds, scores.argmax(1))
+    assert FashionClassifier().mixup is None  # off by default

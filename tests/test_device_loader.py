@@ -176,16 +176,18 @@ def test_shift_moves_training_images_by_every_offset_within_the_limit() -> None:
     state = torch.get_rng_state()
     batches = list(loader)
     assert torch.equal(torch.get_rng_state(), state)  # its own generator, like the flips
+    # Every image moved by each of the 25 offsets, to find which one the loader used.
+    candidates = torch.stack([
+        shift_images(images, torch.tensor([[down, right]]).expand(len(images), 2), 2)
+        for down in range(-2, 3) for right in range(-2, 3)
+    ])
     found = []
     for shifted, labels in batches:
-        for image, label in zip(shifted[:, 0], labels):
-            matches = [
-                (down, right) for down in range(-2, 3) for right in range(-2, 3)
-                if torch.equal(image, shift_images(images[label][None], torch.tensor([[down, right]]), 2)[0].float() / 255)
-            ]
-            assert len(matches) == 1
-            found.append(matches[0])
-    counts = torch.bincount(torch.tensor([(d + 2) * 5 + (r + 2) for d, r in found]), minlength=25)
+        pixels = (shifted[:, 0] * 255).round().to(torch.uint8)
+        matches = (candidates[:, labels] == pixels).flatten(2).all(dim=2)  # (offset, image)
+        assert (matches.sum(dim=0) == 1).all()
+        found.append(matches.int().argmax(dim=0))
+    counts = torch.bincount(torch.cat(found), minlength=25)
     assert counts.min() > 40 and counts.max() < 130  # all 25 offsets, about 80 each
     # A function of (seed, epoch): the same again, another epoch moves them otherwise.
     assert all(torch.equal(a, b) for (a, _), (b, _) in zip(batches, loader))

@@ -13,22 +13,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from fmnist_pl.atomic import atomic_path
 from fmnist_pl.checkpoints import load_checkpoint
 from fmnist_pl.data.classes import CLASS_NAMES, IMAGE_SHAPE
-from fmnist_pl.data.files import (
-    TEST_IMAGES,
-    TEST_LABELS,
-    ensure_files,
-    local_source_dirs,
-    read_idx,
-)
+from fmnist_pl.data.files import ensure_files, local_source_dirs, read_split
 from fmnist_pl.errors import UserError
 from fmnist_pl.module import FashionClassifier
 
@@ -70,11 +63,7 @@ def export_onnx(model: RawImageClassifier, output: Path, check_images: torch.Ten
         import onnxruntime
     except ImportError as err:
         raise UserError(f"export needs the optional extra: pip install '.[export]' ({err.name} is missing)") from None
-    output.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".partial", dir=output.parent)
-    os.close(handle)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_path(output) as tmp:
         example = torch.zeros(2, *IMAGE_SHAPE)
         batch = torch.export.Dim("batch")
         # torch's dynamo exporter: dynamic_shapes keys name forward()'s arguments; one file, no
@@ -94,14 +83,6 @@ def export_onnx(model: RawImageClassifier, output: Path, check_images: torch.Ten
                 f"export check failed: max |logit difference| {check['max_abs_diff']:.2e} (allowed {MAX_LOGIT_DIFFERENCE}), "
                 f"same class on {100 * check['agreement']:.2f}% (needed {100 * MIN_AGREEMENT}%); {output} not written"
             )
-        with open(tmp, "rb") as written:
-            os.fsync(written.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o666 & ~umask)  # mkstemp made it private; the result is an ordinary file
-        tmp.replace(output)
-    finally:
-        tmp.unlink(missing_ok=True)
     return check
 
 
@@ -127,8 +108,8 @@ def main(argv: list[str]) -> Path:
     model, data_hparams = load_for_export(args.ckpt_path)
     data_dir = args.data_dir or data_hparams.get("data_dir", "data")
     folder = ensure_files(data_dir, local_source_dirs(data_hparams.get("source_dir")), download=True)
-    images = read_idx(folder / TEST_IMAGES.name).unsqueeze(1).float().div(255)
-    labels = read_idx(folder / TEST_LABELS.name).long()
+    pixels, labels = read_split(folder, "test")
+    images = pixels.unsqueeze(1).float().div(255)
     check = export_onnx(model, args.output, images)
     with torch.no_grad():
         accuracy = float((torch.cat([model(c) for c in images.split(1000)]).argmax(1) == labels).double().mean())

@@ -14,18 +14,8 @@ from pathlib import Path
 import torch
 
 from fmnist_pl import plots
-from fmnist_pl.data.files import (
-    TEST_IMAGES,
-    TEST_LABELS,
-    TRAIN_IMAGES,
-    TRAIN_LABELS,
-    ensure_files,
-    local_source_dirs,
-    read_idx,
-)
+from fmnist_pl.data.files import ensure_files, local_source_dirs, read_split
 from fmnist_pl.errors import ConfigError
-
-_FILES = {"train": (TRAIN_IMAGES, TRAIN_LABELS), "test": (TEST_IMAGES, TEST_LABELS)}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,9 +36,8 @@ def main(argv: list[str]) -> Path | None:
     args = build_parser().parse_args(argv)
     if args.out is None and not os.environ.get("DISPLAY"):
         raise ConfigError("show: no display here; give --out FILE.png to write the picture to a file")
-    images_file, labels_file = _FILES[args.split]
     folder = ensure_files(args.data_dir, local_source_dirs(), download=True)
-    images, labels = read_idx(folder / images_file.name), read_idx(folder / labels_file.name)
+    images, labels = read_split(folder, args.split)
     if args.index is not None:
         if not 0 <= args.index < len(labels):
             raise ConfigError(f"show: --index must be in [0, {len(labels)}), got {args.index}")

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fmnist_pl.data.files import TEST_IMAGES, TEST_LABELS, raw_dir, read_idx
+from fmnist_pl.data.files import raw_dir, read_split
 from fmnist_pl.data.image_files import find_images, load_image
 from fmnist_pl.errors import DataError
 from fmnist_pl.export import load_for_export
@@ -21,7 +21,8 @@ from .conftest import SMALL_RUN, run_cli
 @pytest.fixture(scope="module")
 def test_images(real_data_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
     folder = raw_dir(real_data_dir)
-    return read_idx(folder / TEST_IMAGES.name)[:30], read_idx(folder / TEST_LABELS.name)[:30]
+    images, labels = read_split(folder, "test")
+    return images[:30], labels[:30]
 
 
 @pytest.fixture(scope="module")

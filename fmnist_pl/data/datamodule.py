@@ -20,16 +20,7 @@ from fmnist_pl.data.classes import (
     TRAIN_SIZE,
 )
 from fmnist_pl.data.device_loader import DeviceLoader, EpochOrder
-from fmnist_pl.data.files import (
-    TEST_IMAGES,
-    TEST_LABELS,
-    TRAIN_IMAGES,
-    TRAIN_LABELS,
-    ensure_files,
-    local_source_dirs,
-    raw_dir,
-    read_idx,
-)
+from fmnist_pl.data.files import ensure_files, local_source_dirs, raw_dir, read_split
 from fmnist_pl.data.image_files import Invert, find_images, load_images
 from fmnist_pl.errors import ConfigError, check_at_least, check_range
 
@@ -143,7 +134,7 @@ class FashionMNISTDataModule(LightningDataModule):
         tensors = self.hparams.loader == "tensor"
         if stage in ("fit", "validate") and self.train_set is None:
             if tensors:
-                images, labels = self._read_split(TRAIN_IMAGES.name, TRAIN_LABELS.name)
+                images, labels = self._read_split("train")
                 total = len(labels)
             else:
                 train_full = self._dataset(train=True, transform=self.train_transform())
@@ -167,7 +158,7 @@ class FashionMNISTDataModule(LightningDataModule):
             return
         if stage in ("test", "predict") and self.test_set is None:
             if tensors:
-                self.test_set = TensorSplit(*self._read_split(TEST_IMAGES.name, TEST_LABELS.name))
+                self.test_set = TensorSplit(*self._read_split("test"))
             else:
                 self.test_set = self._dataset(train=False, transform=self.eval_transform())
 
@@ -203,11 +194,10 @@ class FashionMNISTDataModule(LightningDataModule):
     def _dataset(self, train: bool, transform: transforms.Compose) -> FashionMNIST:
         return FashionMNIST(self.hparams.data_dir, train=train, transform=transform, download=False)
 
-    def _read_split(self, images_name: str, labels_name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        folder = raw_dir(self.hparams.data_dir)
+    def _read_split(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
-        images = read_idx(folder / images_name).to(device)
-        return images, read_idx(folder / labels_name).long().to(device)
+        images, labels = read_split(raw_dir(self.hparams.data_dir), split)
+        return images.to(device), labels.long().to(device)
 
     def _loader(self, split: Dataset | TensorSplit | None, train: bool = False) -> Iterable:
         shuffle = train and self.hparams.shuffle

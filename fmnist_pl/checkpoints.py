@@ -6,7 +6,7 @@ import pickle
 import re
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
@@ -54,6 +54,32 @@ def read_hyperparameters(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """The model's and the data module's hyperparameters stored in a checkpoint."""
     checkpoint = load_checkpoint(path)
     return dict(checkpoint.get("hyper_parameters", {})), dict(checkpoint.get("datamodule_hyper_parameters", {}))
+
+
+class SafeLoading:
+    """Mixin for a LightningModule: ``load_from_checkpoint`` always with ``weights_only=True``.
+
+    A file path is read first by :func:`load_checkpoint`, so a missing, truncated or code-carrying
+    file is a one-line ``CheckpointError`` naming it.
+    """
+
+    @classmethod
+    def load_from_checkpoint(
+        cls,
+        checkpoint_path: str | Path | IO,
+        map_location: Any = None,
+        hparams_file: str | Path | None = None,
+        strict: bool | None = None,
+        weights_only: bool | None = True,
+        **kwargs: Any,
+    ) -> Any:
+        if weights_only is False:
+            raise CheckpointError(f"{checkpoint_path}: weights_only=False refused; this project loads checkpoints as plain data only.")
+        if isinstance(checkpoint_path, (str, Path)):
+            load_checkpoint(Path(checkpoint_path), option="checkpoint_path")
+        return super().load_from_checkpoint(  # type: ignore[misc]
+            checkpoint_path, map_location=map_location, hparams_file=hparams_file, strict=strict, weights_only=True, **kwargs
+        )
 
 
 class SafeCheckpointIO(TorchCheckpointIO):

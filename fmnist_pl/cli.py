@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import Trainer
@@ -17,16 +17,19 @@ from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCL
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from fmnist_pl.callbacks.figures import TensorBoardFigures
+from fmnist_pl.callbacks.nonfinite import StopOnNonFiniteLoss
 from fmnist_pl.callbacks.predictions import PredictionCSV
+from fmnist_pl.callbacks.rng_state import RestoreRNGState
 from fmnist_pl.checkpoints import SafeCheckpointIO, read_hyperparameters
 from fmnist_pl.data.datamodule import FashionMNISTDataModule
-from fmnist_pl.errors import UserError
+from fmnist_pl.errors import ConfigError, UserError
+from fmnist_pl.hparams import public
 from fmnist_pl.module import FashionClassifier
-from fmnist_pl.runs import newest_last_checkpoint, runs_folder
+from fmnist_pl.runs import newest_checkpoint, runs_folder
 
-# Values of --ckpt_path that Lightning resolves itself within one process. ("last" is resolved
-# here instead: Lightning would look only in the new run's empty folder, LIGHTNING_NOTES.md item 2.)
-_LIGHTNING_CKPT_ALIASES = ("best", "hpc")
+# "last" and "best" are resolved here among the earlier runs: in a new process Lightning would look
+# only in the new run's empty folder (last) or fail (best). "hpc" stays Lightning's.
+_RUN_ALIASES = ("last", "best")
 
 
 def best_checkpoint() -> ModelCheckpoint:
@@ -43,9 +46,21 @@ def last_checkpoint() -> ModelCheckpoint:
     """Writes ``last.ckpt`` after every epoch.
 
     ``save_last=True`` on the monitored callback is not enough: Lightning 2.6 refreshes it only when a
-    new best is saved, so it can hold an older epoch (../shared/LIGHTNING_NOTES.md, item 1).
+    new best is saved, so it can hold an older epoch.
     """
     return ModelCheckpoint(monitor=None, filename="last", enable_version_counter=False)
+
+
+class HintingParser(LightningArgumentParser):
+    """LightningCLI's parser; options put before the subcommand are a one-line error that says where they go."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if "not accepted before subcommand" in message:
+            raise ConfigError(
+                f"{message.strip()}: options, --config included, go after the subcommand, "
+                "e.g. `python -m fmnist_pl fit --config configs/dropout.yaml`"
+            )
+        super().error(message, ex)
 
 
 class FashionCLI(LightningCLI):
@@ -62,11 +77,13 @@ class FashionCLI(LightningCLI):
                         "save_dir": "lightning_logs", "name": "default", "default_hp_metric": False, "log_graph": True,
                     },
                 },
-                "callbacks": [best_checkpoint(), last_checkpoint()],
+                # Always added, whatever --trainer.callbacks says (LightningCLI's persistent callbacks).
+                "callbacks": [best_checkpoint(), last_checkpoint(), StopOnNonFiniteLoss(), RestoreRNGState()],
             },
             # Each run has its own version folder; overwriting only matters for a fixed --trainer.logger.version.
             save_config_kwargs={"overwrite": True},
             parser_kwargs={"description": "Train, evaluate and use an MLP classifier for FashionMNIST."},
+            parser_class=HintingParser,
             # The model builds its own optimizer (OptimizerCallable), so no top-level --optimizer.
             auto_configure_optimizers=False,
             args=args,
@@ -87,18 +104,19 @@ class FashionCLI(LightningCLI):
         alone sees exactly the transforms training used, and anything given explicitly still wins.
 
         ``--ckpt_path last`` means the newest ``last.ckpt`` among the earlier runs in this config's
-        log folder (``save_dir/name/*/checkpoints``); it is an error when there is none.
+        log folder (``save_dir/name/*/checkpoints``), ``--ckpt_path best`` the best checkpoint of the
+        newest of those runs; either is an error when there is none.
         """
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        if ckpt_path is None or ckpt_path in _LIGHTNING_CKPT_ALIASES:
+        if ckpt_path is None or ckpt_path == "hpc":
             return
-        if ckpt_path == "last":
-            resolved = newest_last_checkpoint(runs_folder(self.config[subcommand].trainer))
+        if ckpt_path in _RUN_ALIASES:
+            resolved = newest_checkpoint(runs_folder(self.config[subcommand].trainer), ckpt_path)
             if rank_zero_only.rank == 0:
                 action = "resuming from" if subcommand == "fit" else "loading"
-                print(f"--ckpt_path last: {action} {resolved}", file=sys.stderr)
+                print(f"--ckpt_path {ckpt_path}: {action} {resolved}", file=sys.stderr)
         else:
             resolved = Path(ckpt_path)
         self._parser(subcommand).set_defaults(self._checkpoint_defaults(resolved, subcommand))
@@ -118,15 +136,14 @@ class FashionCLI(LightningCLI):
 
     def _parse_ckpt_path(self) -> None:
         # Done in parse_arguments instead: Lightning's version lets the checkpoint silently override
-        # values given on the command line (../shared/LIGHTNING_NOTES.md, item 3).
+        # values given on the command line.
         return
 
     def _checkpoint_defaults(self, ckpt_path: Path, subcommand: str) -> dict[str, Any]:
         model_hparams, data_hparams = read_hyperparameters(ckpt_path)
-        # Linked values follow from the data module; keys with "_" are Lightning's bookkeeping.
-        skip = {"num_classes", "input_size"}
-        defaults = {f"model.{k}": v for k, v in model_hparams.items() if k not in skip and not k.startswith("_")}
-        defaults |= {f"data.{k}": v for k, v in data_hparams.items() if not k.startswith("_")}
+        linked = {"num_classes", "input_size"}  # follow from the data module
+        defaults = {f"model.{k}": v for k, v in public(model_hparams).items() if k not in linked}
+        defaults |= {f"data.{k}": v for k, v in public(data_hparams).items()}
         run_dir = ckpt_path.resolve().parent.parent
         if ckpt_path.resolve().parent.name == "checkpoints" and (run_dir / "config.yaml").is_file():
             # A resumed fit goes on in the run's own folder: its curves continue, and its checkpoint

@@ -23,6 +23,7 @@ from fmnist_pl.checkpoints import load_checkpoint
 from fmnist_pl.data.classes import CLASS_NAMES, IMAGE_SHAPE
 from fmnist_pl.data.files import ensure_files, local_source_dirs, read_split
 from fmnist_pl.errors import UserError
+from fmnist_pl.hparams import public
 from fmnist_pl.module import FashionClassifier
 
 MAX_LOGIT_DIFFERENCE = 1e-4
@@ -45,7 +46,7 @@ class RawImageClassifier(nn.Module):
 def load_for_export(ckpt_path: Path) -> tuple[RawImageClassifier, dict]:
     """The checkpoint's network with its normalization, in eval mode, and the data hyperparameters."""
     checkpoint = load_checkpoint(ckpt_path)
-    model_hparams = {k: v for k, v in checkpoint.get("hyper_parameters", {}).items() if not k.startswith("_")}
+    model_hparams = public(checkpoint.get("hyper_parameters", {}))
     data_hparams = dict(checkpoint.get("datamodule_hyper_parameters", {}))
     module = FashionClassifier(**{**model_hparams, "compile_mode": "eager"})
     module.load_state_dict(checkpoint["state_dict"])
@@ -67,7 +68,7 @@ def export_onnx(model: RawImageClassifier, output: Path, check_images: torch.Ten
         example = torch.zeros(2, *IMAGE_SHAPE)
         batch = torch.export.Dim("batch")
         # torch's dynamo exporter: dynamic_shapes keys name forward()'s arguments; one file, no
-        # external-data companion (../shared/LIGHTNING_NOTES.md, item 7).
+        # external-data companion.
         program = torch.onnx.export(
             model, (example,), dynamo=True, dynamic_shapes={"images": {0: batch}}, input_names=["images"],
             output_names=["logits"], verbose=False,

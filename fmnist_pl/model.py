@@ -46,3 +46,17 @@ class FlipAveraged(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         both = torch.stack([self.net(images).log_softmax(dim=1), self.net(images.flip(-1)).log_softmax(dim=1)])
         return both.logsumexp(dim=0) - math.log(2)
+
+
+def compile_network(net: nn.Module, mode: str, device: torch.device) -> None:
+    """Compile ``net`` in place as ``mode`` says (``auto``: CUDA graphs on CUDA, eager elsewhere); idempotent.
+
+    In place, so the state_dict keys (and checkpoints) are the same as in eager mode.
+    """
+    if mode == "auto":
+        mode = "reduce-overhead" if device.type == "cuda" else "eager"
+        # "auto" promises to work everywhere: where compiling or capturing fails (no Triton, an
+        # unsupported GPU), dynamo then runs the network eagerly instead of raising.
+        torch._dynamo.config.suppress_errors = True
+    if mode != "eager" and getattr(net, "_compiled_call_impl", None) is None:
+        net.compile(mode=mode, dynamic=False)

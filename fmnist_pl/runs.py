@@ -1,4 +1,4 @@
-"""Finding earlier runs of a config: where they are logged, and the newest ``last.ckpt`` among them."""
+"""Finding earlier runs of a config: where they are logged, and their newest ``last`` and ``best`` checkpoints."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from fmnist_pl.checkpoints import load_checkpoint
 from fmnist_pl.errors import CheckpointError
 
 # TensorBoardLogger's and CSVLogger's default name, used when a logger is given without one.
@@ -32,20 +33,45 @@ def runs_folder(trainer_config: Mapping[str, Any]) -> Path | None:
     return Path(save_dir) / name if name else Path(save_dir)
 
 
-def newest_last_checkpoint(folder: Path | None) -> Path:
-    """The most recently written ``*/checkpoints/last.ckpt`` under ``folder``.
+def newest_checkpoint(folder: Path | None, alias: str) -> Path:
+    """``--ckpt_path last``: the most recently written ``*/checkpoints/last.ckpt`` under ``folder``;
+    ``--ckpt_path best``: the ``best-*.ckpt`` of the run that wrote the newest checkpoint.
+
+    A run keeps one ``best-*.ckpt`` (``save_top_k=1``); with more, the one its ``ModelCheckpoint``
+    recorded as best in its newest checkpoint wins.
 
     Raises:
-        CheckpointError: there is no logger to look under, or no run there has a ``last.ckpt``.
+        CheckpointError: there is no logger to look under, or no earlier run has such a checkpoint.
     """
     if folder is None:
         raise CheckpointError(
-            "--ckpt_path last: this config has no logger, so there are no earlier runs to look in; give a checkpoint's path."
+            f"--ckpt_path {alias}: this config has no logger, so there are no earlier runs to look in; give a checkpoint's path."
         )
-    candidates = [path for path in folder.glob("*/checkpoints/last.ckpt") if path.is_file()]
+    pattern = "last.ckpt" if alias == "last" else "best-*.ckpt"
+    candidates = [path for path in folder.glob(f"*/checkpoints/{pattern}") if path.is_file()]
     if not candidates:
         raise CheckpointError(
-            f"--ckpt_path last: no earlier run of this config has a last.ckpt (looked for {folder}/*/checkpoints/last.ckpt); "
+            f"--ckpt_path {alias}: no earlier run of this config has a {pattern} (looked for {folder}/*/checkpoints/{pattern}); "
             "train without --ckpt_path, or give a checkpoint's path."
         )
-    return max(candidates, key=lambda path: path.stat().st_mtime_ns)
+    if alias == "last":
+        return max(candidates, key=_written_at)
+    newest_run = max((path.parent for path in candidates), key=lambda run: max(map(_written_at, run.glob("*.ckpt"))))
+    in_run = sorted(path for path in candidates if path.parent == newest_run)
+    if len(in_run) > 1:
+        recorded = _recorded_best(max(newest_run.glob("*.ckpt"), key=_written_at))
+        in_run = [path for path in in_run if path.name == recorded] or in_run
+    return in_run[0]
+
+
+def _written_at(path: Path) -> int:
+    return path.stat().st_mtime_ns
+
+
+def _recorded_best(checkpoint_path: Path) -> str | None:
+    """The file name a checkpoint's ``ModelCheckpoint`` state calls best, if it holds one."""
+    states = load_checkpoint(checkpoint_path).get("callbacks", {})
+    for key, state in states.items():
+        if str(key).startswith("ModelCheckpoint") and state.get("monitor") and state.get("best_model_path"):
+            return Path(state["best_model_path"]).name
+    return None

@@ -11,7 +11,7 @@ from fmnist_pl.module import FashionClassifier
 def test_auto_stays_eager_on_the_cpu() -> None:
     module = FashionClassifier(compile_mode="auto")
     module.configure_model()
-    assert module._compiled is False
+    assert module.net._compiled_call_impl is None
 
 
 def test_compiled_network_matches_eager_and_keeps_checkpoint_keys() -> None:
@@ -21,7 +21,7 @@ def test_compiled_network_matches_eager_and_keeps_checkpoint_keys() -> None:
     images = torch.rand(64, 1, 28, 28)
     expected = module(images)
     module.configure_model()
-    assert module._compiled
+    assert module.net._compiled_call_impl is not None
     torch.testing.assert_close(module(images), expected, rtol=1e-5, atol=1e-5)
     assert set(module.state_dict()) == eager_keys  # checkpoints load the same either way
 

@@ -73,7 +73,7 @@ def test_flip_touches_only_training_images_about_half_the_time(real_data_dir: Pa
 
 @pytest.mark.parametrize("loader", LOADERS)
 def test_unshuffled_training_walks_the_file_in_order(real_data_dir: Path, loader: str) -> None:
-    data = make(real_data_dir, loader, shuffle=False, val_size=0, batch_size=10, group_batches=1)
+    data = make(real_data_dir, loader, shuffle=False, val_size=0, batch_size=10)
     data.setup("fit")
     first_batch = next(iter(data.train_dataloader()))[1]
     assert first_batch.tolist() == [9, 0, 0, 3, 0, 2, 7, 2, 5, 5]  # the first ten labels of train-labels-idx1-ubyte

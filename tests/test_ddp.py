@@ -34,7 +34,7 @@ def test_two_process_fit_and_test_see_every_image_once_and_sync_metrics(
     # With the figures callback on: it must not wait on a collective that only one process enters.
     run_cli(["test", f"--ckpt_path={ckpt}", *DDP, *record], cwd=tmp_path, timeout=300)
 
-    reference = FashionMNISTDataModule(data_dir=str(real_data_dir), download=False, shuffle=False, group_batches=1)
+    reference = FashionMNISTDataModule(data_dir=str(real_data_dir), download=False, shuffle=False)
     reference.setup("fit"), reference.setup("test")
     # Training: disjoint halves of the 55,000 training images (55,000 splits evenly), covering all.
     train = seen_by_both(tmp_path / "seen", "fit")

@@ -92,24 +92,6 @@ def test_flip_about_half_the_images_and_depends_on_seed_and_epoch() -> None:
     assert not torch.equal(first, flipped_mask())
 
 
-@pytest.mark.parametrize(("size", "group"), [(1000, 4), (1000, 16), (1024, 8), (50, 4)])
-def test_groups_hold_the_same_batches_in_the_same_order(size: int, group: int) -> None:
-    def batches(group: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        order = EpochOrder(size, shuffle=True, seed=2)
-        order.set_epoch(1)
-        loader = DeviceLoader(numbered_images(size), torch.arange(size), order, 64, flip=True, mean=0.5, std=0.5, group=group)
-        out = []
-        for images, labels in loader:
-            out += list(zip(images, labels)) if images.dim() == 5 else [(images, labels)]
-        assert len(loader) == len(list(loader))
-        return out
-
-    plain, grouped = batches(1), batches(group)
-    assert len(plain) == len(grouped) == -(-size // 64)
-    for (px, py), (gx, gy) in zip(plain, grouped, strict=True):
-        assert torch.equal(px, gx) and torch.equal(py, gy)
-
-
 def test_no_global_random_state_is_consumed() -> None:
     order = EpochOrder(300, shuffle=True, seed=1)
     loader = DeviceLoader(numbered_images(300), torch.arange(300), order, batch_size=64, flip=True)
@@ -150,7 +132,7 @@ def test_evaluation_batches_equal_the_torchvision_paths(real_data_dir: Path) -> 
 
 
 def test_unshuffled_training_batches_equal_the_torchvision_paths(real_data_dir: Path) -> None:
-    fast, classic = both_paths(real_data_dir, shuffle=False, normalize=False, group_batches=1)
+    fast, classic = both_paths(real_data_dir, shuffle=False, normalize=False)
     fast_iter, classic_iter = iter(fast.train_dataloader()), iter(classic.train_dataloader())
     for _ in range(5):
         (fx, fy), (cx, cy) = next(fast_iter), next(classic_iter)

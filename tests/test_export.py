@@ -12,6 +12,7 @@ import torch
 from fmnist_pl.data.classes import CLASS_NAMES
 from fmnist_pl.errors import UserError
 from fmnist_pl.export import export_onnx, load_for_export
+from fmnist_pl.model import FlipAveraged
 from fmnist_pl.module import FashionClassifier
 
 from .conftest import SMALL_RUN, run_cli
@@ -70,19 +71,22 @@ def test_missing_checkpoint_is_a_one_line_error(tmp_path: Path) -> None:
 
 def test_export_carries_the_averaged_weights_and_the_flip_averaging(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    module = FashionClassifier(ema_decay=0.9, tta_flip=True)
+    module = FashionClassifier(tta_flip=True)
+    averaged = FashionClassifier(tta_flip=True)
     with torch.no_grad():  # trained weights that differ from their average, as after training
         for parameter in module.net.parameters():
             parameter.add_(torch.randn_like(parameter))
     path = tmp_path / "ema.ckpt"
     data = {"normalize": True, "mean": 0.25, "std": 0.5}
-    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
-                "datamodule_hyper_parameters": data}, path)
+    # What EMAWeightAveraging writes: the average in state_dict, the trained weights beside it.
+    torch.save({"state_dict": averaged.state_dict(), "current_model_state": module.state_dict(),
+                "hyper_parameters": dict(module.hparams), "datamodule_hyper_parameters": data}, path)
     model, _ = load_for_export(path)
     images = torch.rand(16, 1, 28, 28)
-    expected = module.eval()((images - 0.25) / 0.5)
+    expected = averaged.eval()((images - 0.25) / 0.5)
     torch.testing.assert_close(model(images), expected)
-    assert not torch.allclose(expected, module.net((images - 0.25) / 0.5).log_softmax(1))
+    assert not torch.allclose(expected, module.eval()((images - 0.25) / 0.5))
+    torch.testing.assert_close(expected, FlipAveraged(averaged.net)((images - 0.25) / 0.5))
 
     check = export_onnx(model, tmp_path / "model.onnx", images)
     assert check["max_abs_diff"] < 1e-4 and check["agreement"] == 1.0

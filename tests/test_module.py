@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.data import DataLoader, TensorDataset
 
 from fmnist_pl.errors import ConfigError
 from fmnist_pl.model import MLP
 from fmnist_pl.module import FashionClassifier
+from fmnist_pl.techniques.epoch_metrics import EpochMetrics
 
 
 def test_mlp_is_the_tutorials_network() -> None:
@@ -37,8 +36,8 @@ def test_label_smoothing_changes_the_training_loss_only() -> None:
     torch.manual_seed(0)
     module = FashionClassifier(label_smoothing=0.1)
     batch = (torch.rand(8, 1, 28, 28), torch.arange(8) % 10)
-    logits = module(batch[0])
-    smoothed, _, _ = module.model_step(batch, module.label_smoothing)
+    logits = module.net(batch[0])
+    smoothed = module.training_step(batch, 0)
     plain, preds, targets = module.model_step(batch)
     torch.testing.assert_close(smoothed, F.cross_entropy(logits, batch[1], label_smoothing=0.1))
     torch.testing.assert_close(plain, F.cross_entropy(logits, batch[1]))
@@ -47,21 +46,24 @@ def test_label_smoothing_changes_the_training_loss_only() -> None:
 
 
 def test_epoch_loss_is_the_mean_over_samples_not_batches() -> None:
-    module = FashionClassifier()
+    metrics = EpochMetrics(10)
     preds = torch.zeros(64, dtype=torch.long)
-    module._update("test", torch.tensor(1.0), preds, preds)
-    module._update("test", torch.tensor(4.0), preds[:16], preds[:16])  # a short last batch
-    assert module.test_loss.compute().item() == pytest.approx((64 * 1.0 + 16 * 4.0) / 80)
-    module._update("train", torch.tensor([1.0, 2.0, 3.0]), preds[:6], preds[:6])  # a group of 3 batches of 2
-    module._update("train", torch.tensor(10.0), preds[:1], preds[:1])
-    assert module.train_loss.compute().item() == pytest.approx((2 * 1.0 + 2 * 2.0 + 2 * 3.0 + 10.0) / 7)
+    metrics.add(torch.tensor(1.0), preds, preds)
+    metrics.add(torch.tensor(4.0), preds[:16], preds[:16])  # a short last batch
+    assert metrics.loss.update_count == 0  # nothing computed until the flush
+    metrics.flush()
+    assert metrics.loss.compute().item() == pytest.approx((64 * 1.0 + 16 * 4.0) / 80)
+    metrics.add(torch.tensor(10.0), preds[:1], preds[:1])
+    metrics.flush()  # a second flush adds to the first
+    assert metrics.loss.compute().item() == pytest.approx((64 * 1.0 + 16 * 4.0 + 10.0) / 81)
+    assert metrics.acc.compute().item() == 1.0
 
 
 def test_accuracy_is_over_all_samples() -> None:
     module = FashionClassifier()
     # Class 0 right 3 of 3, class 1 right 0 of 1: micro 3/4, a per-class (macro) average would say 1/2.
-    module.test_acc.update(torch.tensor([0, 0, 0, 0]), torch.tensor([0, 0, 0, 1]))
-    assert module.test_acc.compute().item() == pytest.approx(0.75)
+    module.test_metrics.acc.update(torch.tensor([0, 0, 0, 0]), torch.tensor([0, 0, 0, 1]))
+    assert module.test_metrics.acc.compute().item() == pytest.approx(0.75)
 
 
 def test_default_optimizer_is_the_tutorials_sgd() -> None:
@@ -73,7 +75,14 @@ def test_default_optimizer_is_the_tutorials_sgd() -> None:
 def test_scheduler_is_wired_when_given() -> None:
     module = FashionClassifier(scheduler=lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5))
     config = module.configure_optimizers()
-    assert isinstance(config["lr_scheduler"], torch.optim.lr_scheduler.StepLR)
+    assert isinstance(config["lr_scheduler"]["scheduler"], torch.optim.lr_scheduler.StepLR)
+    assert config["lr_scheduler"]["interval"] == "epoch"
+    stepped = FashionClassifier(scheduler=lambda opt: torch.optim.lr_scheduler.StepLR(opt, 1), scheduler_interval="step")
+    assert stepped.configure_optimizers()["lr_scheduler"]["interval"] == "step"
+    plateau = FashionClassifier(
+        scheduler=lambda opt: torch.optim.lr_scheduler.ReduceLROnPlateau(opt), scheduler_monitor="train/loss"
+    ).configure_optimizers()["lr_scheduler"]
+    assert plateau["monitor"] == "train/loss" and plateau["strict"] is False
 
 
 @pytest.mark.parametrize(
@@ -84,7 +93,6 @@ def test_scheduler_is_wired_when_given() -> None:
         ({"label_smoothing": -0.5}, "--model.label_smoothing"),
         ({"hidden_sizes": []}, "--model.hidden_sizes"),
         ({"hidden_sizes": [256, 0]}, "--model.hidden_sizes"),
-        ({"ema_decay": 1.0}, "--model.ema_decay"),
         ({"mixup_alpha": -0.1}, "--model.mixup_alpha"),
     ],
 )
@@ -96,54 +104,10 @@ def test_out_of_range_options_are_refused_by_name(kwargs: dict, option: str) -> 
 def test_hyperparameters_are_plain_data() -> None:
     hparams = dict(FashionClassifier(dropout=0.2).hparams)
     assert hparams == {
-        "hidden_sizes": (256, 128), "dropout": 0.2, "label_smoothing": 0.0, "mixup_alpha": 0.0, "ema_decay": 0.0, "tta_flip": False,
-        "compile_mode": "auto",
+        "hidden_sizes": (256, 128), "dropout": 0.2, "label_smoothing": 0.0, "mixup_alpha": 0.0, "tta_flip": False,
+        "scheduler_interval": "epoch", "scheduler_monitor": "val/loss", "compile_mode": "auto",
         "input_size": 784, "num_classes": 10,
     }
-
-
-class WeightsAfterEachStep(Callback):
-    def __init__(self) -> None:
-        self.weights: list[dict[str, torch.Tensor]] = []
-
-    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: object) -> None:
-        self.weights.append({k: v.detach().clone() for k, v in pl_module.net.state_dict().items()})
-
-
-def test_ema_follows_its_formula_differs_from_the_trained_weights_and_is_what_evaluates() -> None:
-    torch.manual_seed(0)
-    decay = 0.9
-    model = FashionClassifier(ema_decay=decay, optimizer=lambda params: torch.optim.SGD(params, lr=0.5))
-    images, labels = torch.rand(96, 1, 28, 28), torch.arange(96) % 10
-    recorder = WeightsAfterEachStep()
-    trainer = Trainer(
-        accelerator="cpu", max_steps=3, limit_val_batches=0, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, callbacks=[recorder],
-    )
-    trainer.fit(model, DataLoader(TensorDataset(images, labels), batch_size=32))
-    # The first update copies the weights; each later one moves the average a tenth of the way.
-    first, second, third = recorder.weights
-    for name, averaged in model.ema.module.state_dict().items():
-        expected = decay * (decay * first[name] + (1 - decay) * second[name]) + (1 - decay) * third[name]
-        torch.testing.assert_close(averaged, expected)
-        assert not torch.allclose(averaged, third[name])  # not the trained weights
-    assert model.ema.n_averaged.item() == 3
-    # The optimizer trains the network only, never the average.
-    assert {id(p) for group in trainer.optimizers[0].param_groups for p in group["params"]} == {id(p) for p in model.net.parameters()}
-
-    model.eval()
-    batch = (images[:8], labels[:8])
-    torch.testing.assert_close(model(batch[0]), model.ema.module(batch[0]))
-    loss, _, _ = model.model_step(batch)
-    torch.testing.assert_close(loss, F.cross_entropy(model.ema.module(batch[0]), batch[1]))
-    trained_loss, _, _ = model.model_step(batch, training=True)
-    torch.testing.assert_close(trained_loss, F.cross_entropy(model.net(batch[0]), batch[1]))
-    assert not torch.isclose(loss, trained_loss)
-
-    # The average is in the checkpoint's state_dict, and comes back with it.
-    restored = FashionClassifier(ema_decay=decay)
-    restored.load_state_dict(model.state_dict())
-    torch.testing.assert_close(restored.eval()(batch[0]), model(batch[0]))
 
 
 def test_flip_averaging_averages_the_two_distributions_at_evaluation_only() -> None:
@@ -159,7 +123,7 @@ def test_flip_averaging_averages_the_two_distributions_at_evaluation_only() -> N
     loss, preds, _ = model.model_step((images, labels))
     torch.testing.assert_close(loss, F.nll_loss(expected.log(), labels))
     assert torch.equal(preds, expected.argmax(1))
-    trained_loss, _, _ = model.model_step((images, labels), training=True)
+    trained_loss = model.train().training_step((images, labels), 0)  # training scores the plain network
     torch.testing.assert_close(trained_loss, F.cross_entropy(model.net(images), labels))
 
 
@@ -167,14 +131,15 @@ def test_mixup_trains_on_mixed_images_against_the_same_mixture_of_labels() -> No
     model = FashionClassifier(mixup_alpha=0.4, label_smoothing=0.1)
     images, targets = torch.rand(8, 1, 28, 28), torch.arange(8)
     torch.manual_seed(1)
-    loss, preds = model.mixup_step(images, targets)
+    loss = model.training_step((images, targets), 0)
     torch.manual_seed(1)  # the same draws again, by hand
-    lam, partner = model.mixup.sample(), torch.randperm(8)
+    lam, partner = torch.distributions.Beta(0.4, 0.4).sample(), torch.randperm(8)
     assert 0 < lam < 1 and not torch.equal(partner, torch.arange(8))
     scores = model.net(lam * images + (1 - lam) * images[partner])
     expected = lam * F.cross_entropy(scores, targets, label_smoothing=0.1) + (1 - lam) * F.cross_entropy(
         scores, targets[partner], label_smoothing=0.1
     )
     torch.testing.assert_close(loss, expected)
-    assert torch.equal(preds, scores.argmax(1))
+    model.train_metrics.flush()  # train/acc scores the mixed images against the first image's label
+    assert model.train_metrics.acc.compute().item() == pytest.approx((scores.argmax(1) == targets).float().mean().item())
     assert FashionClassifier().mixup is None  # off by default

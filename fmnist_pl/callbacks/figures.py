@@ -8,10 +8,12 @@ from typing import Any, Literal
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from fmnist_pl import plots
 from fmnist_pl.atomic import atomic_path
+from fmnist_pl.hparams import run_hyperparameters
 
 
 class TensorBoardFigures(Callback):
@@ -50,6 +52,11 @@ class TensorBoardFigures(Callback):
         num_classes = pl_module.hparams.num_classes
         for split in ("val", "test"):
             self.confusion[split] = MulticlassConfusionMatrix(num_classes, validate_args=False).to(pl_module.device)
+        if self.enabled and trainer.logger is not None and not isinstance(trainer.logger, TensorBoardLogger):
+            rank_zero_info(
+                f"figures: skipped, they need a TensorBoardLogger and this run logs with {type(trainer.logger).__name__} "
+                "(per-class scalars and the test report are still written)"
+            )
 
     # ----- fit -----------------------------------------------------------------------------
 
@@ -57,8 +64,6 @@ class TensorBoardFigures(Callback):
         if not self._active(trainer) or self._grid_logged:
             return
         images, labels = batch
-        if images.dim() == 5:  # a group of batches: the first one is enough
-            images, labels = images[0], labels[0]
         names, font = plots.class_names(self.lang)
         count = min(32, len(labels))
         figure = plots.image_grid(
@@ -96,10 +101,12 @@ class TensorBoardFigures(Callback):
         self._reset("val")
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # A run without validation (limit_val_batches 0) or that ended between two validations
+        # reports what it has: its training figures, or nothing beyond the hyperparameters.
         if self._active(trainer):
-            metrics = trainer.callback_metrics
             self._log_hparams(trainer, pl_module, {
-                "hp/val_acc": float(metrics["val/acc"]), "hp/val_acc_best": float(metrics["val/acc_best"]),
+                f"hp/{name.replace('/', '_')}": float(value) for name, value in trainer.callback_metrics.items()
+                if name in ("val/acc", "val/acc_best", "train/acc")
             })
 
     # ----- test ----------------------------------------------------------------------------
@@ -134,7 +141,7 @@ class TensorBoardFigures(Callback):
             self._add_figure(trainer, "test/confusion_matrix", figure, 0)
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self._active(trainer):
+        if self._active(trainer) and "test/acc" in trainer.callback_metrics:
             self._log_hparams(trainer, pl_module, {"hp/test_acc": float(trainer.callback_metrics["test/acc"])})
 
     # ----- helpers -------------------------------------------------------------------------
@@ -178,11 +185,7 @@ class TensorBoardFigures(Callback):
 
     @staticmethod
     def _log_hparams(trainer: Trainer, pl_module: LightningModule, metrics: dict[str, float]) -> None:
-        params = {f"model/{k}": v for k, v in pl_module.hparams.items() if not k.startswith("_")}
-        if trainer.datamodule is not None:
-            params |= {f"data/{k}": v for k, v in trainer.datamodule.hparams.items() if not k.startswith("_")}
-        params = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in params.items()}
-        trainer.logger.log_hyperparams(params, metrics)
+        trainer.logger.log_hyperparams(run_hyperparameters(trainer, pl_module), metrics)
 
 
 def tag_names() -> list[str]:

@@ -5,7 +5,7 @@ INPUT_SIZE: int = IMAGE_SHAPE[0] * IMAGE_SHAPE[1] * IMAGE_SHAPE[2]
 
 CLASS_NAMES: dict[str, tuple[str, ...]] = {
     "en": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
-    # The tutorial's own names (../shared/reference/), in label order.
+    # The tutorial's own names, in label order.
     "ko": ("티셔츠/윗옷", "바지", "스웨터", "드레스", "코트", "샌들", "셔츠", "운동화", "가방", "앵클부츠"),
 }
 NUM_CLASSES: int = len(CLASS_NAMES["en"])

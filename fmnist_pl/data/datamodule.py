@@ -70,11 +70,6 @@ class FashionMNISTDataModule(LightningDataModule):
             over torchvision's dataset; the only one that uses ``num_workers``).
         seed: Seed of the training order (both paths) and of the tensor path's flips; None takes the run's
             ``seed_everything``.
-        group_batches: Training batches handed to each ``training_step`` together (tensor path, one
-            process). The model still takes one optimizer step per batch, in order; grouping only
-            pays Lightning's per-call overhead (about 2 ms on a 2-core CPU, more than the step
-            itself for this model) once per group. Counts like ``--trainer.limit_train_batches``
-            then count groups.
         predict_path: Image files for ``predict``: a file, a folder (searched recursively) or a glob;
             None predicts the test split.
         invert: ``true`` turns dark-on-light pictures (the usual photo) into FashionMNIST's
@@ -98,7 +93,6 @@ class FashionMNISTDataModule(LightningDataModule):
         std: float = FASHION_MNIST_STD,
         loader: Literal["tensor", "torchvision"] = "tensor",
         seed: int | None = None,
-        group_batches: int = 64,
         predict_path: str | None = None,
         invert: Invert = "auto",
     ) -> None:
@@ -106,7 +100,6 @@ class FashionMNISTDataModule(LightningDataModule):
         check_range("--data.val_size", val_size, 0, TRAIN_SIZE)
         check_at_least("--data.batch_size", batch_size, 1)
         check_at_least("--data.num_workers", num_workers, 0)
-        check_at_least("--data.group_batches", group_batches, 1)
         check_range("--data.shift", shift, 0, 14)
         if not std > 0:
             raise ConfigError(f"--data.std must be above 0, got {std}")
@@ -200,7 +193,10 @@ class FashionMNISTDataModule(LightningDataModule):
         return images.to(device), labels.long().to(device)
 
     def _loader(self, split: Dataset | TensorSplit | None, train: bool = False) -> Iterable:
-        shuffle = train and self.hparams.shuffle
+        # --trainer.overfit_batches trains on the same first batches every epoch (Lightning's meaning);
+        # Lightning can only switch shuffling off in a DataLoader, so it is done here for both paths.
+        overfitting = self.trainer is not None and self.trainer.overfit_batches > 0
+        shuffle = train and self.hparams.shuffle and not overfitting
         if isinstance(split, TensorSplit):
             rank, world_size = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
             order = EpochOrder(
@@ -216,8 +212,6 @@ class FashionMNISTDataModule(LightningDataModule):
                 shift=self.hparams.shift if train else 0,
                 mean=self.hparams.mean if normalize else None,
                 std=self.hparams.std if normalize else None,
-                # Under DDP each optimizer step needs its own forward through the DDP wrapper.
-                group=self.hparams.group_batches if train and world_size == 1 else 1,
             )
         # drop_last stays False everywhere: validation and test must see every image exactly once.
         workers = self.hparams.num_workers

@@ -77,8 +77,6 @@ class DeviceLoader:
             independently, filling with black (training only; 0: off).
         mean: normalization mean in [0, 1] pixel units, or None for no normalization.
         std: normalization standard deviation, used with ``mean``.
-        group: batches yielded together, stacked as ``(K, B, 1, 28, 28)`` and ``(K, B)``; 1 yields
-            plain batches. A short last batch always comes alone.
     """
 
     # Lightning inspects a loader's ``sampler`` (calling its ``set_epoch``) and ``batch_sampler``.
@@ -93,7 +91,6 @@ class DeviceLoader:
         flip: bool = False,
         mean: float | None = None,
         std: float | None = None,
-        group: int = 1,
         shift: int = 0,
     ) -> None:
         self.images = images
@@ -103,35 +100,22 @@ class DeviceLoader:
         self.flip = flip
         self.mean = mean
         self.std = std
-        self.group = group
         self.shift = shift
 
     def __len__(self) -> int:
-        full, short = divmod(len(self.sampler), self.batch_size)
-        return math.ceil(full / self.group) + (short > 0)
+        return math.ceil(len(self.sampler) / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         device = self.images.device
         indices = self.sampler.indices().to(device)
         flips, offsets = self._augmentations(len(indices), device)
-        for start, stop in self._spans(len(indices)):
-            images, labels = self._transform(
+        for start in range(0, len(indices), self.batch_size):
+            stop = start + self.batch_size
+            yield self._transform(
                 indices[start:stop],
                 None if flips is None else flips[start:stop],
                 None if offsets is None else offsets[start:stop],
             )
-            if self.group > 1 and len(labels) % self.batch_size == 0:
-                images = images.view(-1, self.batch_size, *images.shape[1:])
-                labels = labels.view(-1, self.batch_size)
-            yield images, labels
-
-    def _spans(self, total: int) -> Iterator[tuple[int, int]]:
-        """(start, stop) of each group of whole batches, then of the short last batch on its own."""
-        whole = total - total % self.batch_size
-        for start in range(0, whole, self.batch_size * self.group):
-            yield start, min(start + self.batch_size * self.group, whole)
-        if whole < total:
-            yield whole, total
 
     def _transform(
         self, batch: torch.Tensor, flips: torch.Tensor | None, offsets: torch.Tensor | None

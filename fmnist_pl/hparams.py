@@ -1,0 +1,52 @@
+"""What describes a run, for ``hparams.yaml`` and TensorBoard's HPARAMS tab, and which stored keys are arguments."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from lightning.pytorch import LightningModule, Trainer
+
+Scalar = int | float | str | bool
+
+
+def public(hparams: Mapping[str, Any]) -> dict[str, Any]:
+    """The hyperparameters a user set: without the keys starting with ``_`` (Lightning's bookkeeping)."""
+    return {k: v for k, v in hparams.items() if not k.startswith("_")}
+
+
+def describe_factory(name: str, factory: Callable | None) -> dict[str, Scalar]:
+    """``{name: "torch.optim.AdamW", name/lr: 0.003, ...}`` for an optimizer or scheduler factory.
+
+    LightningCLI hands the model ``functools.partial`` objects that end in the class and carry its
+    arguments as keywords; a plain function is described by its qualified name.
+    """
+    if factory is None:
+        return {name: "none"}
+    target, keywords = factory, {}
+    if isinstance(factory, functools.partial):
+        classes = [arg for arg in factory.args if isinstance(arg, type)]
+        target, keywords = (classes[-1] if classes else factory.func), factory.keywords
+    qualified = f"{getattr(target, '__module__', '')}.{getattr(target, '__qualname__', type(target).__name__)}"
+    described: dict[str, Scalar] = {name: qualified.removeprefix(".")}
+    described |= {f"{name}/{k}": _scalar(v) for k, v in keywords.items()}
+    return described
+
+
+def run_hyperparameters(trainer: Trainer, pl_module: LightningModule) -> dict[str, Scalar]:
+    """The model's and the data's hyperparameters, the optimizer and scheduler with their arguments,
+    ``max_epochs`` and the seed: flat, with plain values, so runs can be compared by any of them."""
+    params: dict[str, Scalar] = {f"model/{k}": _scalar(v) for k, v in public(pl_module.hparams).items()}
+    if trainer.datamodule is not None:
+        params |= {f"data/{k}": _scalar(v) for k, v in public(trainer.datamodule.hparams).items()}
+    params |= pl_module.optimization_hparams()
+    params["trainer/max_epochs"] = trainer.max_epochs if trainer.max_epochs is not None else -1
+    params["trainer/max_steps"] = trainer.max_steps
+    params["seed"] = int(os.environ.get("PL_GLOBAL_SEED", -1))
+    return params
+
+
+def _scalar(value: Any) -> Scalar:
+    return value if isinstance(value, (int, float, str, bool)) else str(value)

@@ -1,0 +1,1 @@
+"""Training techniques, one file each, wired together by :class:`fmnist_pl.module.FashionClassifier`."""

@@ -35,17 +35,23 @@ def describe_factory(name: str, factory: Callable | None) -> dict[str, Scalar]:
     return described
 
 
+def training_settings(trainer: Trainer, pl_module: LightningModule) -> dict[str, Scalar]:
+    """What Lightning's own hyperparameter logging leaves out: the optimizer and scheduler with their
+    arguments, ``max_epochs``, ``max_steps`` and the seed (-1: none set)."""
+    settings = dict(pl_module.optimization_hparams())
+    settings["trainer/max_epochs"] = trainer.max_epochs if trainer.max_epochs is not None else -1
+    settings["trainer/max_steps"] = trainer.max_steps
+    settings["seed_everything"] = int(os.environ.get("PL_GLOBAL_SEED", -1))
+    return settings
+
+
 def run_hyperparameters(trainer: Trainer, pl_module: LightningModule) -> dict[str, Scalar]:
-    """The model's and the data's hyperparameters, the optimizer and scheduler with their arguments,
-    ``max_epochs`` and the seed: flat, with plain values, so runs can be compared by any of them."""
+    """The model's and the data's hyperparameters and the training settings: flat, with plain values,
+    so runs can be compared by any of them (TensorBoard's HPARAMS tab)."""
     params: dict[str, Scalar] = {f"model/{k}": _scalar(v) for k, v in public(pl_module.hparams).items()}
     if trainer.datamodule is not None:
         params |= {f"data/{k}": _scalar(v) for k, v in public(trainer.datamodule.hparams).items()}
-    params |= pl_module.optimization_hparams()
-    params["trainer/max_epochs"] = trainer.max_epochs if trainer.max_epochs is not None else -1
-    params["trainer/max_steps"] = trainer.max_steps
-    params["seed"] = int(os.environ.get("PL_GLOBAL_SEED", -1))
-    return params
+    return params | training_settings(trainer, pl_module)
 
 
 def _scalar(value: Any) -> Scalar:

@@ -14,7 +14,7 @@ from torchmetrics import MaxMetric
 from fmnist_pl.checkpoints import SafeLoading
 from fmnist_pl.data.classes import IMAGE_SHAPE, INPUT_SIZE, NUM_CLASSES
 from fmnist_pl.errors import ConfigError, check_at_least, check_range
-from fmnist_pl.hparams import describe_factory, run_hyperparameters
+from fmnist_pl.hparams import describe_factory, training_settings
 from fmnist_pl.model import MLP, FlipAveraged, compile_network
 from fmnist_pl.techniques.epoch_metrics import EpochMetrics
 from fmnist_pl.techniques.mixup import Mixup
@@ -154,7 +154,7 @@ class FashionClassifier(SafeLoading, LightningModule):
         # Lightning logs the model's and data's hyperparameters; this adds the optimizer, the
         # scheduler, max_epochs and the seed, so that runs can be compared by them.
         for logger in self.loggers:
-            logger.log_hyperparams(run_hyperparameters(self.trainer, self))
+            logger.log_hyperparams(training_settings(self.trainer, self))
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train", self.train_metrics)

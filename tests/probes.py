@@ -72,3 +72,38 @@ class Recorder(Callback):
         os.makedirs(self.out, exist_ok=True)
         torch.save({"seen": torch.cat(self.seen), "world_size": world_size}, os.path.join(self.out, name))
         self.seen = []
+
+
+class NormRecordingSGD(torch.optim.SGD):
+    """Plain SGD that records, at every step, the gradients it is about to apply: their total L2 norm
+    and their largest absolute value (what gradient clipping must bound)."""
+
+    def __init__(self, params, lr: float = 0.01) -> None:
+        super().__init__(params, lr=lr)
+        self.norms: list[float] = []
+        self.max_abs: list[float] = []
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        grads = [p.grad for group in self.param_groups for p in group["params"] if p.grad is not None]
+        self.norms.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))))
+        self.max_abs.append(float(max(g.abs().max() for g in grads)))
+        super().step()
+        return loss
+
+
+class EpochBatches(Callback):
+    """Keeps a fingerprint of every training batch, per epoch, in ``self.epochs``."""
+
+    def __init__(self) -> None:
+        self.epochs: list[list[torch.Tensor]] = []
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.epochs.append([])
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: tuple, batch_idx: int) -> None:
+        self.epochs[-1].append(fingerprint(batch[0]))

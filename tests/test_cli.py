@@ -7,21 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from fmnist_pl.cli import main
 
 from .conftest import REPO, SMALL_RUN, exit_of_main, run_cli
+from .helpers import scalars
 
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 TRAIN_VAL_TAGS = {"train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best"}
-
-
-def scalars(run_dir: Path) -> dict[str, list[float]]:
-    """Every scalar in a run folder's own TensorBoard event files, by tag."""
-    accumulator = EventAccumulator(str(run_dir))
-    accumulator.Reload()
-    return {tag: [event.value for event in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]}
 
 
 def fit(tmp_path: Path, data_dir: Path, *extra: str) -> Path:

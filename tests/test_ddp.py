@@ -12,7 +12,7 @@ from fmnist_pl.data.datamodule import FashionMNISTDataModule
 
 from .conftest import run_cli
 from .probes import fingerprint
-from .test_cli import scalars
+from .helpers import scalars
 
 DDP = ["--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false"]
 

@@ -9,8 +9,6 @@ import pytest
 import yaml
 from matplotlib import image as mpimg
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
-from tensorboard.plugins.hparams import plugin_data_pb2
 
 from fmnist_pl import plots
 from fmnist_pl.callbacks.figures import tag_names
@@ -18,6 +16,7 @@ from fmnist_pl.data.classes import CLASS_NAMES
 from fmnist_pl.show import main as show
 
 from .conftest import SMALL_RUN, run_cli
+from .helpers import hparams_sessions
 
 
 def read_png(path: Path) -> np.ndarray:
@@ -67,19 +66,6 @@ def test_korean_falls_back_to_english_with_a_warning(monkeypatch: pytest.MonkeyP
 def test_show_without_display_or_out_is_a_one_line_error(tmp_path: Path) -> None:
     result = run_cli(["show"], cwd=tmp_path, check=False)
     assert result.returncode == 2 and "give --out FILE.png" in result.stderr and "Traceback" not in result.stderr
-
-
-def hparams_sessions(run_dir: Path) -> list[dict]:
-    """The hparams plugin's session-start records in a run folder's own event files."""
-    sessions = []
-    for events in run_dir.glob("events.out.tfevents.*"):
-        for event in EventFileLoader(str(events)).Load():
-            for value in event.summary.value:
-                if value.metadata.plugin_data.plugin_name == "hparams":
-                    data = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
-                    if data.HasField("session_start_info"):
-                        sessions.append({k: v for k, v in data.session_start_info.hparams.items()})
-    return sessions
 
 
 def test_fit_and_test_write_figures_scalars_and_real_hparams(tmp_path: Path, real_data_dir: Path) -> None:

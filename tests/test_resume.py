@@ -9,15 +9,15 @@ import pytest
 import torch
 
 from .conftest import REPO, run_cli
-from .test_cli import scalars
+from .helpers import scalars
 
 # dropout.yaml (dropout, flips, shuffling: all three draw random numbers) with an optimizer and a
-# scheduler that both carry state, shrunk to a few seconds: 3 epochs of 4 groups of 8 batches.
+# scheduler that both carry state, shrunk to a few seconds: 3 epochs of 16 batches.
 RUN = [
     "fit", "--config", str(REPO / "configs" / "dropout.yaml"),
-    "--trainer.accelerator=cpu", "--trainer.max_epochs=3", "--trainer.limit_train_batches=4",
+    "--trainer.accelerator=cpu", "--trainer.max_epochs=3", "--trainer.limit_train_batches=16",
     "--trainer.limit_val_batches=8", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
-    "--data.group_batches=8", "--figures.enabled=false",
+    "--figures.enabled=false",
     "--model.optimizer=torch.optim.AdamW", "--model.optimizer.lr=0.002",
     "--model.scheduler=torch.optim.lr_scheduler.StepLR", "--model.scheduler.step_size=1", "--model.scheduler.gamma=0.5",
 ]
@@ -36,7 +36,7 @@ def test_killed_mid_epoch_then_resumed_ends_like_an_uninterrupted_run(tmp_path: 
     run_cli([*RUN, *data], cwd=whole)
 
     killed = run_cli(
-        [*RUN, *data, "--trainer.callbacks+=tests.probes.KillAt", "--trainer.callbacks.epoch=1", "--trainer.callbacks.batch=2"],
+        [*RUN, *data, "--trainer.callbacks+=tests.probes.KillAt", "--trainer.callbacks.epoch=1", "--trainer.callbacks.batch=9"],
         cwd=crashed, check=False,
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
@@ -77,9 +77,9 @@ def test_non_finite_loss_stops_training_and_keeps_the_good_checkpoints(tmp_path:
         cwd=tmp_path, check=False,
     )
     assert result.returncode == 2
-    # Group 1 of epoch 1 is optimizer steps 40..47 (32 steps an epoch): the poisoned step is the first.
+    # 16 steps an epoch: batch 1 of epoch 1 is optimizer step 17 (counted from 0).
     last_line = result.stderr.strip().splitlines()[-1]
-    assert last_line.startswith("error: training loss is nan at epoch 1, step 40; training stopped"), result.stderr[-2000:]
+    assert last_line.startswith("error: training loss is nan at epoch 1, step 17; training stopped"), result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     checkpoints = run_folder(tmp_path) / "checkpoints"
     for path in checkpoints.glob("*.ckpt"):

@@ -8,6 +8,7 @@ from typing import Any, Literal
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers.logger import DummyLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from torchmetrics.classification import MulticlassConfusionMatrix
 
@@ -52,9 +53,10 @@ class TensorBoardFigures(Callback):
         num_classes = pl_module.hparams.num_classes
         for split in ("val", "test"):
             self.confusion[split] = MulticlassConfusionMatrix(num_classes, validate_args=False).to(pl_module.device)
-        if self.enabled and trainer.logger is not None and not isinstance(trainer.logger, TensorBoardLogger):
+        logger = trainer.logger
+        if self.enabled and logger is not None and not isinstance(logger, (TensorBoardLogger, DummyLogger)):
             rank_zero_info(
-                f"figures: skipped, they need a TensorBoardLogger and this run logs with {type(trainer.logger).__name__} "
+                f"figures: skipped, they need a TensorBoardLogger and this run logs with {type(logger).__name__} "
                 "(per-class scalars and the test report are still written)"
             )
 

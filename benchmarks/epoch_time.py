@@ -1,18 +1,25 @@
-"""Seconds per training epoch, side by side: the tutorial's loop, the fast path, the torchvision path.
+"""Training time per image, side by side: the tutorial's loop, the project's two data paths, and the floors.
 
-All three train configs/seed.yaml's recipe (MLP 784-256-128-10, SGD lr 0.01, batch 64, no
-shuffling, ToTensor only) on the same machine in one run. Each variant runs in a subprocess of its
-own, so its peak RSS is its own:
+Every variant trains configs/seed.yaml's recipe (MLP 784-256-128-10, SGD lr 0.01, batch 64, no
+shuffling, ToTensor only) on the same machine in one run, each in a subprocess of its own, so its
+peak RSS is its own:
 
   (a) tutorial     a faithful plain-PyTorch copy of the tutorial's loop (torchvision dataset, PIL,
-                   ToTensor, DataLoader without workers); the reference.
+                   ToTensor, DataLoader without workers) over all 60,000 training images; the reference.
   (b) fast         ``python -m fmnist_pl fit --config configs/seed.yaml`` on the default data path:
                    uint8 tensors on the training device, batches transformed on the device.
   (c) torchvision  the same fit with ``--data.loader torchvision``.
+  (d) bare         the floor: a bare eager loop, no Lightning, over the same in-memory uint8 tensors
+                   (the 55,000 images the project trains on), the same network and optimizer.
+  (e) lightning    Lightning's own floor: the smallest LightningModule (forward, loss, return it;
+                   no metrics, no callbacks, no logger) over the same batches as (d).
 
-A training epoch is timed from its first batch to its last optimizer step (validation excluded);
-the figure is the median over the epochs after the first (which pays for warm-up). Ratios are
-(a)'s seconds divided by the variant's, so higher is faster.
+The project holds 5,000 training images out for validation, so the figures are per training image
+(the epoch's seconds divided by its images), reported as seconds per 1,000 images. A training
+epoch is timed from its first batch to its last optimizer step (validation excluded); the figure is
+the median over the epochs after the first (which pays for warm-up). "vs (a)" is (a)'s time per
+image divided by the variant's (higher is faster); "vs (d)" is the variant's divided by (d)'s (the
+cost over the floor, lower is better).
 
     python benchmarks/epoch_time.py [--epochs 4] [--data-dir data] [--accelerator auto]
 """
@@ -32,10 +39,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from timing import synchronize, timed_seed_fit
+from timing import EpochTimer, synchronize, timed_seed_fit
 
 REPO = Path(__file__).resolve().parents[1]
-VARIANTS = ("tutorial", "fast", "torchvision")
+VARIANTS = ("tutorial", "fast", "torchvision", "bare", "lightning")
+TUTORIAL_IMAGES = 60_000
+PROJECT_IMAGES = 55_000
 
 
 def tutorial_epochs(data_dir: str, epochs: int, device: torch.device) -> list[float]:
@@ -78,6 +87,82 @@ def tutorial_epochs(data_dir: str, epochs: int, device: torch.device) -> list[fl
     return times
 
 
+def training_tensors(data_dir: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The uint8 images and labels the project trains on (its split), on ``device``, in file order."""
+    from fmnist_pl.data.datamodule import FashionMNISTDataModule
+
+    data = FashionMNISTDataModule(data_dir=data_dir, download=False, shuffle=False, normalize=False)
+    data.setup("fit")
+    return data.train_set.images.to(device), data.train_set.labels.to(device)
+
+
+def batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int = 64):
+    """seed.yaml's batches: in order, scaled to [0, 1], as the project's tensor path makes them."""
+    for start in range(0, len(labels), batch_size):
+        yield images[start : start + batch_size].unsqueeze(1).float().div_(255), labels[start : start + batch_size]
+
+
+def bare_epochs(data_dir: str, epochs: int, device: torch.device) -> list[float]:
+    """The floor: forward, loss, backward, step, in a plain loop; returns seconds per epoch."""
+    from torch.nn import functional as F
+
+    from fmnist_pl.model import MLP
+
+    images, labels = training_tensors(data_dir, device)
+    torch.manual_seed(1)
+    model = MLP(784, (256, 128), 10).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    times = []
+    for _ in range(epochs):
+        synchronize(device)
+        start = time.perf_counter()
+        for x, y in batches(images, labels):
+            loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def lightning_floor_epochs(data_dir: str, epochs: int, device: torch.device) -> list[float]:
+    """The smallest LightningModule over the same batches, no callbacks or logger; seconds per epoch."""
+    from lightning.pytorch import LightningModule, Trainer
+    from torch.nn import functional as F
+
+    from fmnist_pl.model import MLP
+
+    images, labels = training_tensors(data_dir, device)
+
+    class Batches:
+        def __len__(self) -> int:
+            return -(-len(labels) // 64)
+
+        def __iter__(self):
+            return batches(images, labels)
+
+    class Smallest(LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = MLP(784, (256, 128), 10)
+
+        def training_step(self, batch, batch_idx):
+            return F.cross_entropy(self.net(batch[0]), batch[1])
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    torch.manual_seed(1)
+    timer = EpochTimer()
+    trainer = Trainer(
+        accelerator=device.type, devices=1, max_epochs=epochs, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, callbacks=[timer],
+    )
+    trainer.fit(Smallest(), Batches())
+    return timer.train_seconds
+
+
 def project_epochs(data_dir: str, epochs: int, loader: str, accelerator: str, log_dir: str) -> list[float]:
     """The project's own fit of configs/seed.yaml; returns seconds per training epoch."""
     extra = [f"--trainer.accelerator={accelerator}", f"--data.loader={loader}"]
@@ -90,11 +175,16 @@ def run_variant(name: str, args: argparse.Namespace) -> dict:
     device = torch.device("cuda" if use_cuda else "cpu")
     if name == "tutorial":
         times = tutorial_epochs(args.data_dir, args.epochs, device)
+    elif name == "bare":
+        times = bare_epochs(args.data_dir, args.epochs, device)
+    elif name == "lightning":
+        times = lightning_floor_epochs(args.data_dir, args.epochs, device)
     else:
         loader = "tensor" if name == "fast" else "torchvision"
         times = project_epochs(args.data_dir, args.epochs, loader, args.accelerator, args.log_dir)
     result = {
         "variant": name,
+        "images": TUTORIAL_IMAGES if name == "tutorial" else PROJECT_IMAGES,
         "device": device.type,
         "epoch_seconds": times,
         # Linux reports ru_maxrss in KiB.
@@ -128,17 +218,20 @@ def main() -> None:
         output = subprocess.run(command, capture_output=True, text=True, env=env, check=True).stdout
         results.append(json.loads(output.split("RESULT ", 1)[1]))
 
-    def per_epoch(result: dict) -> float:
+    def per_image(result: dict) -> float:
         times = result["epoch_seconds"]
-        return statistics.median(times[1:] if len(times) > 1 else times)
+        return statistics.median(times[1:] if len(times) > 1 else times) / result["images"]
 
-    reference = per_epoch(results[0])
+    by_name = {result["variant"]: result for result in results}
+    tutorial, bare = per_image(by_name["tutorial"]), per_image(by_name["bare"])
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, device {results[0]['device']}, {args.epochs} epochs each")
-    print(f"{'variant':<12} {'s/epoch':>8} {'speed-up':>9} {'peak RSS MB':>12} {'max alloc MB':>13}")
+    print(f"{'variant':<12} {'s/epoch':>8} {'images':>7} {'s/1k img':>9} {'vs (a)':>8} {'vs (d)':>8} {'peak RSS MB':>12} {'max alloc MB':>13}")
     for result in results:
-        seconds = per_epoch(result)
+        seconds = per_image(result)
+        epoch = seconds * result["images"]
         alloc = f"{result['max_allocated_mb']:.0f}" if "max_allocated_mb" in result else "-"
-        print(f"{result['variant']:<12} {seconds:>8.3f} {reference / seconds:>8.2f}x {result['peak_rss_mb']:>12.0f} {alloc:>13}")
+        print(f"{result['variant']:<12} {epoch:>8.3f} {result['images']:>7} {1000 * seconds:>9.4f} {tutorial / seconds:>7.2f}x "
+              f"{seconds / bare:>7.2f}x {result['peak_rss_mb']:>12.0f} {alloc:>13}")
 
 
 if __name__ == "__main__":

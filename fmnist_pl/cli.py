@@ -43,12 +43,14 @@ def best_checkpoint() -> ModelCheckpoint:
 
 
 def last_checkpoint() -> ModelCheckpoint:
-    """Writes ``last.ckpt`` after every epoch.
+    """Writes ``last.ckpt`` at the end of every training epoch (after its validation, if any).
 
     ``save_last=True`` on the monitored callback is not enough: Lightning 2.6 refreshes it only when a
-    new best is saved, so it can hold an older epoch.
+    new best is saved, so it can hold an older epoch. ``save_on_train_epoch_end``: with
+    ``val_check_interval`` below one epoch Lightning would otherwise save only after validations,
+    missing the batches after the last one.
     """
-    return ModelCheckpoint(monitor=None, filename="last", enable_version_counter=False)
+    return ModelCheckpoint(monitor=None, filename="last", enable_version_counter=False, save_on_train_epoch_end=True)
 
 
 class HintingParser(LightningArgumentParser):

@@ -21,7 +21,7 @@ the median over the epochs after the first (which pays for warm-up). "vs (a)" is
 image divided by the variant's (higher is faster); "vs (d)" is the variant's divided by (d)'s (the
 cost over the floor, lower is better).
 
-    python benchmarks/epoch_time.py [--epochs 4] [--data-dir data] [--accelerator auto]
+    python benchmarks/epoch_time.py [--epochs 4] [--rounds 3] [--data-dir data] [--accelerator auto]
 """
 
 from __future__ import annotations
@@ -198,6 +198,7 @@ def run_variant(name: str, args: argparse.Namespace) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3, help="runs of every variant, interleaved (a b c d e a b ...)")
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--accelerator", default="auto")
     parser.add_argument("--log-dir", default="/tmp/fmnist_bench_logs")
@@ -210,28 +211,35 @@ def main() -> None:
     from fmnist_pl.data.files import ensure_files, local_source_dirs
 
     ensure_files(args.data_dir, local_source_dirs(), download=True)
-    results = []
-    for name in VARIANTS:
-        command = [sys.executable, __file__, f"--variant={name}", f"--epochs={args.epochs}",
-                   f"--data-dir={args.data_dir}", f"--accelerator={args.accelerator}", f"--log-dir={args.log_dir}"]
-        env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore"}
-        output = subprocess.run(command, capture_output=True, text=True, env=env, check=True).stdout
-        results.append(json.loads(output.split("RESULT ", 1)[1]))
+    # Interleaved rounds: a slow spell of a shared machine then slows every variant a little rather
+    # than one variant a lot. Each variant's figure is the median of its rounds.
+    runs: dict[str, list[dict]] = {name: [] for name in VARIANTS}
+    for _ in range(args.rounds):
+        for name in VARIANTS:
+            command = [sys.executable, __file__, f"--variant={name}", f"--epochs={args.epochs}",
+                       f"--data-dir={args.data_dir}", f"--accelerator={args.accelerator}", f"--log-dir={args.log_dir}"]
+            env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore"}
+            output = subprocess.run(command, capture_output=True, text=True, env=env, check=True).stdout
+            runs[name].append(json.loads(output.split("RESULT ", 1)[1]))
 
     def per_image(result: dict) -> float:
         times = result["epoch_seconds"]
         return statistics.median(times[1:] if len(times) > 1 else times) / result["images"]
 
-    by_name = {result["variant"]: result for result in results}
-    tutorial, bare = per_image(by_name["tutorial"]), per_image(by_name["bare"])
-    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, device {results[0]['device']}, {args.epochs} epochs each")
-    print(f"{'variant':<12} {'s/epoch':>8} {'images':>7} {'s/1k img':>9} {'vs (a)':>8} {'vs (d)':>8} {'peak RSS MB':>12} {'max alloc MB':>13}")
-    for result in results:
-        seconds = per_image(result)
-        epoch = seconds * result["images"]
-        alloc = f"{result['max_allocated_mb']:.0f}" if "max_allocated_mb" in result else "-"
-        print(f"{result['variant']:<12} {epoch:>8.3f} {result['images']:>7} {1000 * seconds:>9.4f} {tutorial / seconds:>7.2f}x "
-              f"{seconds / bare:>7.2f}x {result['peak_rss_mb']:>12.0f} {alloc:>13}")
+    seconds = {name: statistics.median(per_image(r) for r in results) for name, results in runs.items()}
+    tutorial, bare = seconds["tutorial"], seconds["bare"]
+    first = runs["tutorial"][0]
+    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, device {first['device']}, "
+          f"{args.epochs} epochs each, median of {args.rounds} interleaved rounds")
+    print(f"{'variant':<12} {'s/epoch':>8} {'images':>7} {'s/1k img':>9} {'vs (a)':>8} {'vs (d)':>8} "
+          f"{'rounds s/1k img':>24} {'peak RSS MB':>12} {'max alloc MB':>13}")
+    for name, results in runs.items():
+        images = results[0]["images"]
+        spread = " ".join(f"{1000 * per_image(r):.4f}" for r in results)
+        rss = max(r["peak_rss_mb"] for r in results)
+        alloc = f"{max(r['max_allocated_mb'] for r in results):.0f}" if "max_allocated_mb" in results[0] else "-"
+        print(f"{name:<12} {seconds[name] * images:>8.3f} {images:>7} {1000 * seconds[name]:>9.4f} "
+              f"{tutorial / seconds[name]:>7.2f}x {seconds[name] / bare:>7.2f}x {spread:>24} {rss:>12.0f} {alloc:>13}")
 
 
 if __name__ == "__main__":

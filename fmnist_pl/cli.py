@@ -14,6 +14,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+from lightning.pytorch.profilers import PassThroughProfiler
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from fmnist_pl.callbacks.figures import TensorBoardFigures
@@ -26,6 +27,7 @@ from fmnist_pl.errors import ConfigError, UserError
 from fmnist_pl.hparams import public
 from fmnist_pl.module import FashionClassifier
 from fmnist_pl.runs import newest_checkpoint, runs_folder
+from fmnist_pl.speed import QuietProfiler
 
 # "last" and "best" are resolved here among the earlier runs: in a new process Lightning would look
 # only in the new run's empty folder (last) or fail (best). "hpc" stays Lightning's.
@@ -126,7 +128,8 @@ class FashionCLI(LightningCLI):
         self.config[subcommand]["ckpt_path"] = str(resolved)
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        """The Trainer, reading and writing checkpoints through ``SafeCheckpointIO`` unless told otherwise.
+        """The Trainer, reading and writing checkpoints through ``SafeCheckpointIO`` unless told otherwise,
+        and with :class:`~fmnist_pl.speed.QuietProfiler` when no profiler is asked for.
 
         Set on the strategy rather than as a default of ``--trainer.plugins``, so that plugins given
         for other reasons (precision, environments) do not silently drop it.
@@ -134,6 +137,8 @@ class FashionCLI(LightningCLI):
         trainer = super().instantiate_trainer(**kwargs)
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
             trainer.strategy.checkpoint_io = SafeCheckpointIO()
+        if type(trainer.profiler) is PassThroughProfiler:  # no --trainer.profiler given
+            trainer.profiler = QuietProfiler()
         return trainer
 
     def _parse_ckpt_path(self) -> None:

@@ -16,6 +16,7 @@ from fmnist_pl.data.classes import IMAGE_SHAPE, INPUT_SIZE, NUM_CLASSES
 from fmnist_pl.errors import ConfigError, check_at_least, check_range
 from fmnist_pl.hparams import describe_factory, training_settings
 from fmnist_pl.model import MLP, FlipAveraged, compile_network
+from fmnist_pl.speed import CheapHookBookkeeping
 from fmnist_pl.techniques.epoch_metrics import EpochMetrics
 from fmnist_pl.techniques.mixup import Mixup
 
@@ -27,7 +28,7 @@ def tutorial_sgd(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=0.01)
 
 
-class FashionClassifier(SafeLoading, LightningModule):
+class FashionClassifier(SafeLoading, CheapHookBookkeeping, LightningModule):
     """An MLP classifier for FashionMNIST, trained with cross-entropy and scored with torchmetrics.
 
     One batch per ``training_step``, automatic optimization: every Trainer flag keeps its meaning.
@@ -95,14 +96,6 @@ class FashionClassifier(SafeLoading, LightningModule):
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)
         self._validated_since_scheduler_step = False
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        # Lightning sets _current_fx_name around each of the ~20 hooks of every training step;
-        # nn.Module.__setattr__ spends ~4 µs per call on checks that a string never needs.
-        if name == "_current_fx_name":
-            object.__setattr__(self, name, value)
-        else:
-            super().__setattr__(name, value)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Scores ``(N, num_classes)`` for images ``(N, 1, 28, 28)``: logits, or log-probabilities with

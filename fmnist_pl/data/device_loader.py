@@ -106,29 +106,35 @@ class DeviceLoader:
         return math.ceil(len(self.sampler) / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        images, labels = self._epoch_pixels()
+        for start in range(0, len(labels), self.batch_size):
+            stop = start + self.batch_size
+            yield self._to_float(images[start:stop]), labels[start:stop]
+
+    def _epoch_pixels(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The epoch's uint8 images in visiting order, shifted and flipped, and their labels.
+
+        Built once per epoch with a few whole-epoch operations (one gather, one masked flip, one copy
+        per shift offset), so each batch is a slice: on a 2-core CPU the per-batch gather and flip
+        cost about 95 µs, a tenth of this MLP's training step. Uses one uint8 copy of the split
+        (47 MB at most) while the epoch runs.
+        """
         device = self.images.device
         indices = self.sampler.indices().to(device)
+        images, labels = self.images.index_select(0, indices), self.labels.index_select(0, indices)
         flips, offsets = self._augmentations(len(indices), device)
-        for start in range(0, len(indices), self.batch_size):
-            stop = start + self.batch_size
-            yield self._transform(
-                indices[start:stop],
-                None if flips is None else flips[start:stop],
-                None if offsets is None else offsets[start:stop],
-            )
-
-    def _transform(
-        self, batch: torch.Tensor, flips: torch.Tensor | None, offsets: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        images = self.images[batch]
         if offsets is not None:
             images = shift_images(images, offsets, self.shift)
-        images = images.unsqueeze(1).float().div_(255)
         if flips is not None:
-            images = torch.where(flips.view(-1, 1, 1, 1), images.flip(-1), images)
+            flipped = flips.nonzero().flatten()
+            images[flipped] = images[flipped].flip(-1)
+        return images, labels
+
+    def _to_float(self, images: torch.Tensor) -> torch.Tensor:
+        images = images.unsqueeze(1).float().div_(255)
         if self.mean is not None:
             images = images.sub_(self.mean).div_(self.std)
-        return images, self.labels[batch]
+        return images
 
     def _augmentations(self, count: int, device: torch.device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """The epoch's flip mask ``(count,)`` and shifts ``(count, 2)`` (rows, columns), or None where off."""

@@ -8,9 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from lightning.pytorch.callbacks import EMAWeightAveraging, LearningRateMonitor, ModelCheckpoint, StochasticWeightAveraging
+from lightning.pytorch.callbacks import EMAWeightAveraging, LearningRateMonitor, StochasticWeightAveraging
+from lightning.pytorch.profilers import PassThroughProfiler, SimpleProfiler
 
 from fmnist_pl.cli import FashionCLI, main
+from fmnist_pl.module import FashionClassifier
+from fmnist_pl.speed import QuietProfiler
 
 from .conftest import REPO, exit_of_main
 from .helpers import hparams_sessions, scalar_steps, scalars
@@ -243,3 +246,23 @@ def test_config_before_the_subcommand_is_a_one_line_hint(tmp_path: Path, capsys:
     code, err = exit_of_main(["--config", DROPOUT, "fit"], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "go after the subcommand" in err and "python -m fmnist_pl fit --config" in err
+
+
+def test_a_profiler_given_is_used_and_none_given_profiles_nothing(fit, tmp_path: Path) -> None:
+    options = ["--trainer.max_steps=3", "--trainer.limit_val_batches=1"]
+    profiled = fit(*options, "--trainer.profiler=lightning.pytorch.profilers.SimpleProfiler",
+                   f"--trainer.profiler.dirpath={tmp_path}", "--trainer.profiler.filename=perf")
+    assert isinstance(profiled.trainer.profiler, SimpleProfiler)
+    assert "[Strategy]SingleDeviceStrategy.training_step" in (tmp_path / "fit-perf.txt").read_text()
+    quiet = fit(*options).trainer.profiler
+    assert isinstance(quiet, QuietProfiler) and isinstance(quiet, PassThroughProfiler)
+    with quiet.profile("anything"), quiet.profile("nested"):
+        pass
+
+
+def test_cheap_hook_bookkeeping_leaves_module_attributes_alone() -> None:
+    module = FashionClassifier()
+    module._current_fx_name = "training_step"
+    assert module._current_fx_name == "training_step" and "_current_fx_name" in vars(module)
+    module.extra = torch.nn.Linear(2, 2)  # still registered as a submodule, parameters and all
+    assert "extra" in dict(module.named_children()) and "extra.weight" in module.state_dict()

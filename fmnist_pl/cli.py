@@ -8,7 +8,10 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from argparse import RawDescriptionHelpFormatter
 from typing import Any, NoReturn
+
+import torch
 
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import Trainer
@@ -26,7 +29,7 @@ from fmnist_pl.data.datamodule import FashionMNISTDataModule
 from fmnist_pl.errors import ConfigError, UserError
 from fmnist_pl.hparams import public
 from fmnist_pl.module import FashionClassifier
-from fmnist_pl.runs import newest_checkpoint, runs_folder
+from fmnist_pl.runs import newest_checkpoint, run_folder_of, runs_folder
 from fmnist_pl.speed import QuietProfiler
 
 # "last" and "best" are resolved here among the earlier runs: in a new process Lightning would look
@@ -55,6 +58,20 @@ def last_checkpoint() -> ModelCheckpoint:
     return ModelCheckpoint(monitor=None, filename="last", enable_version_counter=False, save_on_train_epoch_end=True)
 
 
+def tensorboard_logger(save_dir: str, name: str, version: str | None = None) -> dict[str, Any]:
+    """The TensorBoardLogger every run gets unless told otherwise, as LightningCLI's ``class_path`` form.
+
+    No ``hp_metric`` placeholder: the figures callback logs the real metrics to the hparams tab. No
+    model graph: tracing it goes through ``torch.jit.trace``, deprecated in torch 2.14 (two
+    FutureWarnings a fit), and shows little for an MLP; ``--trainer.logger.init_args.log_graph true``
+    turns it on.
+    """
+    init_args: dict[str, Any] = {"save_dir": save_dir, "name": name, "default_hp_metric": False, "log_graph": False}
+    if version is not None:
+        init_args["version"] = version
+    return {"class_path": "lightning.pytorch.loggers.TensorBoardLogger", "init_args": init_args}
+
+
 class HintingParser(LightningArgumentParser):
     """LightningCLI's parser; options put before the subcommand are a one-line error that says where they go."""
 
@@ -67,6 +84,13 @@ class HintingParser(LightningArgumentParser):
         super().error(message, ex)
 
 
+DESCRIPTION = """Train, evaluate and use an MLP classifier for FashionMNIST.
+
+Commands: fit, validate, test and predict (Lightning's; `python -m fmnist_pl fit --help`), and
+  show     image grids with class names   (`python -m fmnist_pl show --help`)
+  export   one self-contained ONNX file    (`python -m fmnist_pl export --help`)"""
+
+
 class FashionCLI(LightningCLI):
     """LightningCLI with this project's defaults, links between data and model, and checkpoint handling."""
 
@@ -75,18 +99,14 @@ class FashionCLI(LightningCLI):
             FashionClassifier,
             FashionMNISTDataModule,
             trainer_defaults={
-                "logger": {
-                    "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                    "init_args": {
-                        "save_dir": "lightning_logs", "name": "default", "default_hp_metric": False, "log_graph": True,
-                    },
-                },
+                # A config names its runs with trainer.logger.init_args.name; the rest stays as here.
+                "logger": tensorboard_logger("lightning_logs", "default"),
                 # Always added, whatever --trainer.callbacks says (LightningCLI's persistent callbacks).
                 "callbacks": [best_checkpoint(), last_checkpoint(), StopOnNonFiniteLoss(), RestoreRNGState()],
             },
             # Each run has its own version folder; overwriting only matters for a fixed --trainer.logger.version.
             save_config_kwargs={"overwrite": True},
-            parser_kwargs={"description": "Train, evaluate and use an MLP classifier for FashionMNIST."},
+            parser_kwargs={"prog": "python -m fmnist_pl", "description": DESCRIPTION, "formatter_class": RawDescriptionHelpFormatter},
             parser_class=HintingParser,
             # The model builds its own optimizer (OptimizerCallable), so no top-level --optimizer.
             auto_configure_optimizers=False,
@@ -95,6 +115,11 @@ class FashionCLI(LightningCLI):
         )
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument(
+            "--float32_matmul_precision", choices=["highest", "high", "medium"], default="high",
+            help="torch.set_float32_matmul_precision on CUDA: 'high' lets float32 matrix products use TF32 "
+            "(what Lightning's own warning recommends); 'highest' keeps full float32.",
+        )
         parser.add_lightning_class_args(TensorBoardFigures, "figures")
         parser.add_lightning_class_args(PredictionCSV, "predictions")
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
@@ -127,6 +152,10 @@ class FashionCLI(LightningCLI):
         super().parse_arguments(parser, args)
         self.config[subcommand]["ckpt_path"] = str(resolved)
 
+    def before_instantiate_classes(self) -> None:
+        if torch.cuda.is_available():
+            torch.set_float32_matmul_precision(self.config[self.subcommand].float32_matmul_precision)
+
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """The Trainer, reading and writing checkpoints through ``SafeCheckpointIO`` unless told otherwise,
         and with :class:`~fmnist_pl.speed.QuietProfiler` when no profiler is asked for.
@@ -151,22 +180,13 @@ class FashionCLI(LightningCLI):
         linked = {"num_classes", "input_size"}  # follow from the data module
         defaults = {f"model.{k}": v for k, v in public(model_hparams).items() if k not in linked}
         defaults |= {f"data.{k}": v for k, v in public(data_hparams).items()}
-        run_dir = ckpt_path.resolve().parent.parent
-        if ckpt_path.resolve().parent.name == "checkpoints" and (run_dir / "config.yaml").is_file():
+        run_dir = run_folder_of(ckpt_path)
+        if run_dir is not None:
             # A resumed fit goes on in the run's own folder: its curves continue, and its checkpoint
             # callbacks keep their state (Lightning drops it when the folder changes). An evaluation
             # logs into a subfolder of the run, so TensorBoard shows test beside train and val.
-            resuming = subcommand == "fit"
-            defaults["trainer.logger"] = {
-                "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                "init_args": {
-                    "save_dir": str(run_dir.parent.parent),
-                    "name": run_dir.parent.name,
-                    "version": run_dir.name if resuming else f"{run_dir.name}/{subcommand}",
-                    "default_hp_metric": False,
-                    "log_graph": resuming,
-                },
-            }
+            version = run_dir.name if subcommand == "fit" else f"{run_dir.name}/{subcommand}"
+            defaults["trainer.logger"] = tensorboard_logger(str(run_dir.parent.parent), run_dir.parent.name, version)
         return defaults
 
 

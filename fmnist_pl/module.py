@@ -87,7 +87,7 @@ class FashionClassifier(SafeLoading, CheapHookBookkeeping, LightningModule):
         self.mixup = Mixup(mixup_alpha, num_classes) if mixup_alpha > 0 else None
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
-        # Lets TensorBoardLogger(log_graph=True) trace the model graph.
+        # Lets the model summary show layer shapes, and TensorBoardLogger(log_graph=True) trace the graph.
         self.example_input_array = torch.zeros(1, *IMAGE_SHAPE)
         self.train_metrics = EpochMetrics(num_classes)
         self.val_metrics = EpochMetrics(num_classes)

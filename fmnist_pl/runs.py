@@ -64,6 +64,23 @@ def newest_checkpoint(folder: Path | None, alias: str) -> Path:
     return in_run[0]
 
 
+def run_folder_of(ckpt_path: Path) -> Path | None:
+    """The run folder of a checkpoint kept in a run's ``checkpoints/`` (beside its ``config.yaml``), or None.
+
+    Spelled as the run's checkpoint callbacks recorded their folder when that names the same place
+    (a relative path stays relative): on resume, Lightning keeps a ``ModelCheckpoint``'s state (its
+    best checkpoints, which it deletes when outdone) only if the folder is spelled as before.
+    """
+    folder = ckpt_path.resolve().parent
+    if folder.name != "checkpoints" or not (folder.parent / "config.yaml").is_file():
+        return None
+    for state in load_checkpoint(ckpt_path).get("callbacks", {}).values():
+        recorded = state.get("dirpath") if isinstance(state, dict) else None
+        if recorded and Path(recorded).is_dir() and Path(recorded).resolve() == folder:
+            return Path(recorded).parent
+    return folder.parent
+
+
 def _written_at(path: Path) -> int:
     return path.stat().st_mtime_ns
 

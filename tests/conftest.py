@@ -25,7 +25,7 @@ from fmnist_pl.data.files import (
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Arguments that shrink a run to seconds on the CPU: a few batches, no progress bar.
+# Arguments that shrink a run to a second or two on the CPU: 2 epochs of 8 batches, no progress bar.
 SMALL_RUN = [
     "--trainer.accelerator=cpu",
     "--trainer.max_epochs=2",
@@ -86,7 +86,11 @@ def real_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run_cli(args: Sequence[str], cwd: Path, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run ``python -m fmnist_pl ARGS`` as a real subprocess in ``cwd``; fail after ``timeout`` seconds."""
+    """Run ``python -m fmnist_pl ARGS`` as a real subprocess in ``cwd``; fail after ``timeout`` seconds.
+
+    Only for what a subprocess alone shows: a real exit status, a kill, several DDP processes.
+    Everything else goes through :func:`run_main` (starting Python, torch and Lightning costs ~6 s).
+    """
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore"}
     env.pop("FMNIST_DEBUG", None)
     result = subprocess.run(
@@ -108,3 +112,24 @@ def exit_of_main(args: Sequence[str], capsys: pytest.CaptureFixture) -> tuple[in
     with pytest.raises(SystemExit) as exit_info:
         main(list(args))
     return exit_info.value.code, capsys.readouterr().err
+
+
+def run_main(args: Sequence[str], cwd: Path, monkeypatch: pytest.MonkeyPatch):
+    """Run the command in-process through its entry point (``python -m fmnist_pl`` calls ``main``) in ``cwd``."""
+    from fmnist_pl.cli import main
+
+    monkeypatch.chdir(cwd)
+    return main(list(args))
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(tmp_path_factory: pytest.TempPathFactory, real_data_dir: Path) -> Path:
+    """``last.ckpt`` of one small fit (dropout 0.2, otherwise the defaults), shared by the tests that
+    only need a trained checkpoint (predict, export); they add at most a ``predict/`` folder to its run."""
+    from fmnist_pl.cli import main
+
+    folder = tmp_path_factory.mktemp("trained")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        main(["fit", *SMALL_RUN, f"--data.data_dir={real_data_dir}", "--model.dropout=0.2", "--figures.enabled=false"])
+    return folder / "lightning_logs" / "default" / "version_0" / "checkpoints" / "last.ckpt"

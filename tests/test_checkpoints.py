@@ -16,7 +16,7 @@ from fmnist_pl.cli import FashionCLI, main
 from fmnist_pl.errors import CheckpointError
 from fmnist_pl.module import FashionClassifier
 
-from .conftest import REPO, SMALL_RUN, exit_of_main, run_cli
+from .conftest import REPO, SMALL_RUN, exit_of_main
 
 
 class RunsCodeWhenLoaded:
@@ -103,11 +103,14 @@ def test_damaged_checkpoints_are_one_line_errors(
     assert line.startswith(f"error: --ckpt_path {path}: {says}")
 
 
-def test_truncated_checkpoint_from_the_real_cli_and_the_traceback_on_request(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_truncated_checkpoint_given_to_fit_and_the_traceback_on_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     path = write_damaged("truncated", tmp_path)
-    result = run_cli(["fit", f"--ckpt_path={path}"], cwd=tmp_path, check=False)
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith(f"error: --ckpt_path {path}: not a readable checkpoint")
+    monkeypatch.chdir(tmp_path)
+    code, err = exit_of_main(["fit", f"--ckpt_path={path}"], capsys)
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith(f"error: --ckpt_path {path}: not a readable checkpoint")
     monkeypatch.setenv("FMNIST_DEBUG", "1")
     with pytest.raises(CheckpointError):
         main(["test", f"--ckpt_path={path}"])

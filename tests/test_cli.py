@@ -10,22 +10,24 @@ import yaml
 
 from fmnist_pl.cli import main
 
-from .conftest import REPO, SMALL_RUN, exit_of_main, run_cli
+from .conftest import REPO, SMALL_RUN, exit_of_main, run_cli, run_main
 from .helpers import scalars
 
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 TRAIN_VAL_TAGS = {"train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best"}
 
 
-def fit(tmp_path: Path, data_dir: Path, *extra: str) -> Path:
-    """A small fit in ``tmp_path`` as a subprocess; return its run folder."""
-    run_cli(["fit", *SMALL_RUN, f"--data.data_dir={data_dir}", *extra], cwd=tmp_path)
+def fit(tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch, *extra: str) -> Path:
+    """A small fit in ``tmp_path``, in-process; return its run folder."""
+    run_main(["fit", *SMALL_RUN, f"--data.data_dir={data_dir}", *extra], tmp_path, monkeypatch)
     runs = sorted((tmp_path / "lightning_logs" / "default").iterdir(), key=lambda p: p.stat().st_mtime)
     return runs[-1]
 
 
-def test_fit_writes_one_run_folder_then_test_and_validate_need_no_config(tmp_path: Path, real_data_dir: Path) -> None:
-    run_dir = fit(tmp_path, real_data_dir, "--data.normalize=false", "--data.batch_size=32")
+def test_fit_writes_one_run_folder_then_test_and_validate_need_no_config(
+    tmp_path: Path, real_data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    run_dir = fit(tmp_path, real_data_dir, monkeypatch, "--data.normalize=false", "--data.batch_size=32")
     assert run_dir == tmp_path / "lightning_logs" / "default" / "version_0"
     checkpoints = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
     assert checkpoints[-1] == "last.ckpt" and checkpoints[0].startswith("best-epoch")
@@ -36,8 +38,10 @@ def test_fit_writes_one_run_folder_then_test_and_validate_need_no_config(tmp_pat
     assert "hp_metric" not in logged
 
     ckpt = run_dir / "checkpoints" / "last.ckpt"
-    result = run_cli(["test", f"--ckpt_path={ckpt}", "--trainer.enable_progress_bar=false"], cwd=tmp_path)
-    assert "test/acc" in result.stdout and "test/loss" in result.stdout
+    capsys.readouterr()
+    run_main(["test", f"--ckpt_path={ckpt}", "--trainer.enable_progress_bar=false"], tmp_path, monkeypatch)
+    printed = capsys.readouterr().out
+    assert "test/acc" in printed and "test/loss" in printed
     test_dir = run_dir / "test"
     # The eval transforms came from the checkpoint (no normalization), the batch size too.
     test_config = yaml.safe_load((test_dir / "config.yaml").read_text())
@@ -47,19 +51,23 @@ def test_fit_writes_one_run_folder_then_test_and_validate_need_no_config(tmp_pat
     assert 0.1 < test_scalars["test/acc"][0] <= 1.0
 
     # An option given on the command line wins over the checkpoint's value.
-    run_cli(["validate", f"--ckpt_path={ckpt}", "--data.batch_size=500", "--trainer.enable_progress_bar=false"], cwd=tmp_path)
+    run_main(["validate", f"--ckpt_path={ckpt}", "--data.batch_size=500", "--trainer.enable_progress_bar=false"],
+             tmp_path, monkeypatch)
     validate_config = yaml.safe_load((run_dir / "validate" / "config.yaml").read_text())
     assert validate_config["data"]["batch_size"] == 500 and validate_config["data"]["normalize"] is False
     assert {"val/acc", "val/loss"} <= set(scalars(run_dir / "validate"))
 
     # A second run gets its own folder instead of failing on the existing config.yaml.
-    second = fit(tmp_path, real_data_dir, "--trainer.max_epochs=1")
+    second = fit(tmp_path, real_data_dir, monkeypatch, "--trainer.max_epochs=1")
     assert second.name == "version_1" and (second / "config.yaml").is_file()
 
 
-def test_last_ckpt_holds_the_final_epoch_even_when_val_acc_stops_improving(tmp_path: Path, real_data_dir: Path) -> None:
+def test_last_ckpt_holds_the_final_epoch_even_when_val_acc_stops_improving(
+    tmp_path: Path, real_data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # With lr 0 the weights never change, so val/acc never improves after the first epoch.
-    run_dir = fit(tmp_path, real_data_dir, "--trainer.max_epochs=3", "--model.optimizer=torch.optim.SGD", "--model.optimizer.lr=0")
+    run_dir = fit(tmp_path, real_data_dir, monkeypatch, "--trainer.max_epochs=3", "--model.optimizer=torch.optim.SGD",
+                  "--model.optimizer.lr=0", "--figures.enabled=false")
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     (best_path,) = (run_dir / "checkpoints").glob("best-*.ckpt")
     best = torch.load(best_path, weights_only=True)
@@ -103,8 +111,11 @@ def test_every_config_trains_briefly(config: Path, tmp_path: Path, real_data_dir
     assert cli.trainer.current_epoch == 2 and TRAIN_VAL_TAGS <= set(cli.trainer.callback_metrics)
 
 
-def test_print_config_shows_the_defaults(tmp_path: Path) -> None:
-    printed = yaml.safe_load(run_cli(["fit", "--print_config"], cwd=tmp_path).stdout)
+def test_print_config_shows_the_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(["fit", "--print_config"], tmp_path, monkeypatch)
+    assert exit_info.value.code in (0, None)
+    printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["model"]["hidden_sizes"] == [256, 128] and printed["data"]["val_size"] == 5000
     assert printed["trainer"]["accelerator"] == "auto"
 

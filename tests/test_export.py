@@ -15,22 +15,23 @@ from fmnist_pl.export import export_onnx, load_for_export
 from fmnist_pl.model import FlipAveraged
 from fmnist_pl.module import FashionClassifier
 
-from .conftest import SMALL_RUN, run_cli
+from .conftest import exit_of_main, run_main
 
 onnx = pytest.importorskip("onnx", reason="the export extra is not installed: pip install '.[export]' (CI installs it)")
 onnxruntime = pytest.importorskip("onnxruntime", reason="the export extra is not installed: pip install '.[export]'")
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory, real_data_dir: Path) -> Path:
-    folder = tmp_path_factory.mktemp("export")
-    run_cli(["fit", *SMALL_RUN, f"--data.data_dir={real_data_dir}", "--model.dropout=0.2"], cwd=folder)
-    return folder / "lightning_logs" / "default" / "version_0" / "checkpoints" / "last.ckpt"
+@pytest.fixture
+def checkpoint(trained_checkpoint: Path) -> Path:
+    return trained_checkpoint
 
 
-def test_export_writes_one_checked_file_that_takes_raw_images(tmp_path: Path, checkpoint: Path) -> None:
-    result = run_cli(["export", f"--ckpt_path={checkpoint}", f"--output={tmp_path / 'model.onnx'}"], cwd=tmp_path)
-    assert "same class on 100.00%" in result.stdout or "same class on 99.9" in result.stdout
+def test_export_writes_one_checked_file_that_takes_raw_images(
+    tmp_path: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    run_main(["export", f"--ckpt_path={checkpoint}", f"--output={tmp_path / 'model.onnx'}"], tmp_path, monkeypatch)
+    printed = capsys.readouterr().out
+    assert "same class on 100.00%" in printed or "same class on 99.9" in printed
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]  # no .data file, no leftovers
     proto = onnx.load(str(tmp_path / "model.onnx"))
     metadata = {entry.key: entry.value for entry in proto.metadata_props}
@@ -64,9 +65,12 @@ def test_without_the_extra_export_names_it(tmp_path: Path, checkpoint: Path, mon
         export_onnx(model, tmp_path / "model.onnx", torch.rand(4, 1, 28, 28))
 
 
-def test_missing_checkpoint_is_a_one_line_error(tmp_path: Path) -> None:
-    result = run_cli(["export", "--ckpt_path=nope.ckpt"], cwd=tmp_path, check=False)
-    assert result.returncode == 2 and "nope.ckpt: no such file" in result.stderr and "Traceback" not in result.stderr
+def test_missing_checkpoint_is_a_one_line_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, err = exit_of_main(["export", "--ckpt_path=nope.ckpt"], capsys)
+    assert code == 2 and err.strip() == (
+        "error: --ckpt_path nope.ckpt: no such file. Give the path of a .ckpt file from a run's checkpoints/ folder."
+    )
 
 
 def test_export_carries_the_averaged_weights_and_the_flip_averaging(tmp_path: Path) -> None:

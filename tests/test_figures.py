@@ -15,7 +15,7 @@ from fmnist_pl.callbacks.figures import tag_names
 from fmnist_pl.data.classes import CLASS_NAMES
 from fmnist_pl.show import main as show
 
-from .conftest import SMALL_RUN, run_cli
+from .conftest import SMALL_RUN, exit_of_main, run_main
 from .helpers import hparams_sessions
 
 
@@ -63,13 +63,20 @@ def test_korean_falls_back_to_english_with_a_warning(monkeypatch: pytest.MonkeyP
     plots.class_names.cache_clear()
 
 
-def test_show_without_display_or_out_is_a_one_line_error(tmp_path: Path) -> None:
-    result = run_cli(["show"], cwd=tmp_path, check=False)
-    assert result.returncode == 2 and "give --out FILE.png" in result.stderr and "Traceback" not in result.stderr
+def test_show_without_display_or_out_is_a_one_line_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DISPLAY", raising=False)
+    code, err = exit_of_main(["show"], capsys)
+    assert code == 2 and "give --out FILE.png" in err and len(err.strip().splitlines()) == 1
 
 
-def test_fit_and_test_write_figures_scalars_and_real_hparams(tmp_path: Path, real_data_dir: Path) -> None:
-    run_cli(["fit", *SMALL_RUN, f"--data.data_dir={real_data_dir}", "--figures.every_n_epochs=1"], cwd=tmp_path)
+def test_fit_and_test_write_figures_scalars_and_real_hparams(
+    tmp_path: Path, real_data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_main(["fit", *SMALL_RUN, f"--data.data_dir={real_data_dir}", "--figures.every_n_epochs=1",
+              "--trainer.logger.init_args.log_graph=true"], tmp_path, monkeypatch)
     run_dir = tmp_path / "lightning_logs" / "default" / "version_0"
     accumulator = EventAccumulator(str(run_dir), size_guidance={"images": 0})
     accumulator.Reload()
@@ -83,7 +90,8 @@ def test_fit_and_test_write_figures_scalars_and_real_hparams(tmp_path: Path, rea
     assert sessions and sessions[-1]["model/dropout"].number_value == 0.0
     assert "hp_metric" not in tags["scalars"]
 
-    run_cli(["test", f"--ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", "--trainer.enable_progress_bar=false"], cwd=tmp_path)
+    run_main(["test", f"--ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", "--trainer.enable_progress_bar=false"],
+             tmp_path, monkeypatch)
     test_dir = run_dir / "test"
     assert_not_blank(read_png(test_dir / "confusion_matrix_test.png"))
     report = (test_dir / "test_report.md").read_text().splitlines()
@@ -96,8 +104,8 @@ def test_fit_and_test_write_figures_scalars_and_real_hparams(tmp_path: Path, rea
     assert hparams_sessions(test_dir)
 
 
-def test_figures_can_be_switched_off(tmp_path: Path, real_data_dir: Path) -> None:
-    run_cli(["fit", *SMALL_RUN, f"--data.data_dir={real_data_dir}", "--figures.enabled=false"], cwd=tmp_path)
+def test_figures_can_be_switched_off(tmp_path: Path, real_data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run_main(["fit", *SMALL_RUN, f"--data.data_dir={real_data_dir}", "--figures.enabled=false"], tmp_path, monkeypatch)
     run_dir = tmp_path / "lightning_logs" / "default" / "version_0"
     accumulator = EventAccumulator(str(run_dir), size_guidance={"images": 0})
     accumulator.Reload()

@@ -15,7 +15,7 @@ from fmnist_pl.data.image_files import find_images, load_image
 from fmnist_pl.errors import DataError
 from fmnist_pl.export import load_for_export
 
-from .conftest import SMALL_RUN, run_cli
+from .conftest import exit_of_main, run_main
 
 
 @pytest.fixture(scope="module")
@@ -25,11 +25,9 @@ def test_images(real_data_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
     return images[:30], labels[:30]
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory, real_data_dir: Path) -> Path:
-    folder = tmp_path_factory.mktemp("predict")
-    run_cli(["fit", *SMALL_RUN, f"--data.data_dir={real_data_dir}"], cwd=folder)
-    return folder / "lightning_logs" / "default" / "version_0" / "checkpoints" / "last.ckpt"
+@pytest.fixture
+def checkpoint(trained_checkpoint: Path) -> Path:
+    return trained_checkpoint
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -37,20 +35,23 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def test_png_files_get_the_same_classes_as_the_tensors(tmp_path: Path, checkpoint: Path, test_images) -> None:
+def test_png_files_get_the_same_classes_as_the_tensors(
+    tmp_path: Path, checkpoint: Path, test_images, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     images, _ = test_images
     folder = tmp_path / "photos" / "nested"
     folder.mkdir(parents=True)
     for i, image in enumerate(images):
         Image.fromarray(image.numpy()).save(folder / f"{i:02d}.png")
     (folder / "broken.png").write_bytes(b"this is not a PNG")
-    result = run_cli(
+    run_main(
         ["predict", f"--ckpt_path={checkpoint}", f"--data.predict_path={tmp_path / 'photos'}",
          "--trainer.enable_progress_bar=false", f"--predictions.output={tmp_path / 'out.csv'}"],
-        cwd=tmp_path,
+        tmp_path, monkeypatch,
     )
-    assert f"skipped {folder / 'broken.png'}" in result.stderr
-    assert f"wrote {tmp_path / 'out.csv'}: 30 images" in result.stdout
+    printed = capsys.readouterr()
+    assert f"skipped {folder / 'broken.png'}" in printed.err
+    assert f"wrote {tmp_path / 'out.csv'}: 30 images" in printed.out
     rows = read_csv(tmp_path / "out.csv")
     assert [Path(r["path"]).name for r in rows] == [f"{i:02d}.png" for i in range(30)]
     model, _ = load_for_export(checkpoint)
@@ -104,8 +105,11 @@ def test_globs_folders_and_files(tmp_path: Path) -> None:
     (lambda p: None, "no such file or folder"),
     (lambda p: (p.mkdir(), (p / "x.png").write_bytes(b"junk")), "none of the 1 file(s) could be read"),
 ])
-def test_nothing_to_predict_is_a_one_line_error(tmp_path: Path, checkpoint: Path, make, expected: str) -> None:
+def test_nothing_to_predict_is_a_one_line_error(
+    tmp_path: Path, checkpoint: Path, make, expected: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     target = tmp_path / "in"
     make(target)
-    result = run_cli(["predict", f"--ckpt_path={checkpoint}", f"--data.predict_path={target}"], cwd=tmp_path, check=False)
-    assert result.returncode == 2 and expected in result.stderr and "Traceback" not in result.stderr
+    monkeypatch.chdir(tmp_path)
+    code, err = exit_of_main(["predict", f"--ckpt_path={checkpoint}", f"--data.predict_path={target}"], capsys)
+    assert code == 2 and expected in err.strip().splitlines()[-1] and err.strip().splitlines()[-1].startswith("error: ")

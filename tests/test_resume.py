@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from .conftest import REPO, run_cli
+from .conftest import REPO, exit_of_main, run_cli, run_main
 from .helpers import scalars
 
 # dropout.yaml (dropout, flips, shuffling: all three draw random numbers) with an optimizer and a
@@ -29,11 +29,13 @@ def run_folder(cwd: Path) -> Path:
 
 
 @pytest.mark.parametrize("loader", ["tensor", "torchvision"])
-def test_killed_mid_epoch_then_resumed_ends_like_an_uninterrupted_run(tmp_path: Path, real_data_dir: Path, loader: str) -> None:
+def test_killed_mid_epoch_then_resumed_ends_like_an_uninterrupted_run(
+    tmp_path: Path, real_data_dir: Path, loader: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     data = f"--data.data_dir={real_data_dir}", f"--data.loader={loader}"
     whole, crashed = tmp_path / "whole", tmp_path / "crashed"
     whole.mkdir(), crashed.mkdir()
-    run_cli([*RUN, *data], cwd=whole)
+    run_main([*RUN, *data], whole, monkeypatch)
 
     killed = run_cli(
         [*RUN, *data, "--trainer.callbacks+=tests.probes.KillAt", "--trainer.callbacks.epoch=1", "--trainer.callbacks.batch=9"],
@@ -42,9 +44,11 @@ def test_killed_mid_epoch_then_resumed_ends_like_an_uninterrupted_run(tmp_path: 
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert torch.load(run_folder(crashed) / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0
 
-    resumed = run_cli([*RUN, *data, "--ckpt_path", "last"], cwd=crashed)
+    # The kill needs a process of its own; the resume is a new CLI in this one.
+    capsys.readouterr()
+    run_main([*RUN, *data, "--ckpt_path", "last"], crashed, monkeypatch)
     expected_ckpt = Path("lightning_logs") / "dropout" / "version_0" / "checkpoints" / "last.ckpt"
-    assert f"--ckpt_path last: resuming from {expected_ckpt}" in resumed.stderr
+    assert f"--ckpt_path last: resuming from {expected_ckpt}" in capsys.readouterr().err
 
     # The resumed run went on in the same folder: one run, the same checkpoints, the same curves.
     expected, got = scalars(run_folder(whole)), scalars(run_folder(crashed))
@@ -61,26 +65,32 @@ def test_killed_mid_epoch_then_resumed_ends_like_an_uninterrupted_run(tmp_path: 
     assert best == sorted(p.name for p in (run_folder(whole) / "checkpoints").glob("best-*.ckpt"))
 
 
-def test_resume_from_last_without_earlier_runs_is_a_one_line_error(tmp_path: Path) -> None:
-    result = run_cli([*RUN, "--ckpt_path", "last"], cwd=tmp_path, check=False)
-    assert result.returncode == 2
-    assert result.stderr.strip() == (
+def test_resume_from_last_without_earlier_runs_is_a_one_line_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, err = exit_of_main([*RUN, "--ckpt_path", "last"], capsys)
+    assert code == 2
+    assert err.strip() == (
         "error: --ckpt_path last: no earlier run of this config has a last.ckpt "
         "(looked for lightning_logs/dropout/*/checkpoints/last.ckpt); train without --ckpt_path, or give a checkpoint's path."
     )
 
 
-def test_non_finite_loss_stops_training_and_keeps_the_good_checkpoints(tmp_path: Path, real_data_dir: Path) -> None:
-    result = run_cli(
+def test_non_finite_loss_stops_training_and_keeps_the_good_checkpoints(
+    tmp_path: Path, real_data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, err = exit_of_main(
         [*RUN, f"--data.data_dir={real_data_dir}", "--trainer.callbacks+=tests.probes.PoisonAt",
          "--trainer.callbacks.epoch=1", "--trainer.callbacks.batch=1"],
-        cwd=tmp_path, check=False,
+        capsys,
     )
-    assert result.returncode == 2
+    assert code == 2
     # 16 steps an epoch: batch 1 of epoch 1 is optimizer step 17 (counted from 0).
-    last_line = result.stderr.strip().splitlines()[-1]
-    assert last_line.startswith("error: training loss is nan at epoch 1, step 17; training stopped"), result.stderr[-2000:]
-    assert "Traceback" not in result.stderr
+    last_line = err.strip().splitlines()[-1]
+    assert last_line.startswith("error: training loss is nan at epoch 1, step 17; training stopped"), err[-2000:]
+    assert "Traceback" not in err
     checkpoints = run_folder(tmp_path) / "checkpoints"
     for path in checkpoints.glob("*.ckpt"):
         checkpoint = torch.load(path, weights_only=True)

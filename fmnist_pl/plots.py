@@ -8,6 +8,7 @@ command saves or shows them.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,19 +27,35 @@ _HANGUL_PROBE = "가"
 
 @functools.cache
 def hangul_font() -> str | None:
-    """Path of an installed font that has Hangul glyphs (e.g. Debian's fonts-nanum), or None."""
+    """Path of a font with Hangul glyphs: a system one first (e.g. Debian's fonts-nanum), else the
+    NanumGothic that the ``koreanize-matplotlib`` dependency ships; None if neither is there."""
     preferred = ("NanumGothic", "NanumBarunGothic", "Noto Sans CJK", "NanumSquare")
-    candidates = sorted(
-        font_manager.findSystemFonts(),
-        key=lambda path: next((i for i, name in enumerate(preferred) if name.replace(" ", "") in Path(path).name.replace(" ", "")), len(preferred)),
-    )
-    for path in candidates:
+
+    def rank(path: str) -> int:
+        name = Path(path).name.replace(" ", "")
+        return next((i for i, wanted in enumerate(preferred) if wanted.replace(" ", "") in name), len(preferred))
+
+    bundled = bundled_hangul_font()
+    for path in [*sorted(font_manager.findSystemFonts(), key=rank), *([bundled] if bundled else [])]:
         try:
             if ord(_HANGUL_PROBE) in matplotlib.ft2font.FT2Font(path).get_charmap():
                 return path
         except (RuntimeError, OSError):
             continue
     return None
+
+
+def bundled_hangul_font() -> str | None:
+    """NanumGothic (SIL Open Font License) from the ``koreanize-matplotlib`` wheel, or None.
+
+    Found without importing that package: importing it restyles matplotlib for the whole process,
+    and it imports ``distutils``, which Python 3.12 removed.
+    """
+    spec = importlib.util.find_spec("koreanize_matplotlib")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "fonts" / "NanumGothic.ttf"
+    return str(path) if path.is_file() else None
 
 
 @functools.cache
@@ -53,7 +70,8 @@ def class_names(lang: str) -> tuple[tuple[str, ...], str | None]:
         if font is not None:
             return CLASS_NAMES["ko"], font
         warnings.warn(
-            "no font with Hangul is installed (e.g. `apt-get install fonts-nanum`); showing English class names",
+            "no font with Hangul is installed (pip install koreanize-matplotlib, or apt-get install fonts-nanum); "
+            "showing English class names",
             stacklevel=2,
         )
     return CLASS_NAMES["en"], None

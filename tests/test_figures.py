@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -53,10 +54,29 @@ def test_korean_names_use_a_hangul_font_when_installed() -> None:
     assert names == CLASS_NAMES["ko"] and chosen == font
 
 
+def test_korean_grid_draws_every_glyph_with_the_pip_font_alone(
+    tmp_path: Path, real_data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As on a fresh machine with no system font with Hangul: the font search finds none, so the
+    # NanumGothic of the koreanize-matplotlib dependency must serve.
+    monkeypatch.setattr(plots.font_manager, "findSystemFonts", lambda *args, **kwargs: [])
+    plots.hangul_font.cache_clear(), plots.class_names.cache_clear()
+    try:
+        names, font = plots.class_names("ko")
+        assert names == CLASS_NAMES["ko"] and font == plots.bundled_hangul_font() and "koreanize_matplotlib" in font
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            grid = show(["--out", str(tmp_path / "ko.png"), "--data_dir", str(real_data_dir), "--n", "16", "--lang", "ko"])
+        assert not [w for w in caught if "missing from font" in str(w.message)]
+        assert_not_blank(read_png(grid))
+    finally:
+        plots.hangul_font.cache_clear(), plots.class_names.cache_clear()
+
+
 def test_korean_falls_back_to_english_with_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
     # Fonts cannot be uninstalled for one test, so the font search is made to find none.
     plots.class_names.cache_clear()
-    monkeypatch.setattr(plots, "hangul_font", lambda: None)
+    monkeypatch.setattr(plots, "hangul_font", lambda: None)  # no system font and no pip font
     with pytest.warns(UserWarning, match="no font with Hangul"):
         names, font = plots.class_names("ko")
     assert names == CLASS_NAMES["en"] and font is None

@@ -1,13 +1,14 @@
 # Two commands do all the set-up on a fresh machine:
 #   make fit    virtual environment, package, data, then fit configs/dropout.yaml (CONFIG=... for another)
 #   make test   the same environment (with the test and export extras), then the test suite
+#   make lint   ruff: lint rules and formatting (pyproject.toml), also run by CI
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= configs/dropout.yaml
 PYTEST_ARGS ?=
 
-.PHONY: install data fit test
+.PHONY: install data fit test lint
 
 install: $(VENV)/.installed
 
@@ -25,3 +26,7 @@ fit: data
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .

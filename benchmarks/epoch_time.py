@@ -156,8 +156,14 @@ def lightning_floor_epochs(data_dir: str, epochs: int, device: torch.device) -> 
     torch.manual_seed(1)
     timer = EpochTimer()
     trainer = Trainer(
-        accelerator=device.type, devices=1, max_epochs=epochs, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, callbacks=[timer],
+        accelerator=device.type,
+        devices=1,
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timer],
     )
     trainer.fit(Smallest(), Batches())
     return timer.train_seconds
@@ -216,8 +222,15 @@ def main() -> None:
     runs: dict[str, list[dict]] = {name: [] for name in VARIANTS}
     for _ in range(args.rounds):
         for name in VARIANTS:
-            command = [sys.executable, __file__, f"--variant={name}", f"--epochs={args.epochs}",
-                       f"--data-dir={args.data_dir}", f"--accelerator={args.accelerator}", f"--log-dir={args.log_dir}"]
+            command = [
+                sys.executable,
+                __file__,
+                f"--variant={name}",
+                f"--epochs={args.epochs}",
+                f"--data-dir={args.data_dir}",
+                f"--accelerator={args.accelerator}",
+                f"--log-dir={args.log_dir}",
+            ]
             env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore"}
             output = subprocess.run(command, capture_output=True, text=True, env=env, check=True).stdout
             runs[name].append(json.loads(output.split("RESULT ", 1)[1]))
@@ -229,17 +242,23 @@ def main() -> None:
     seconds = {name: statistics.median(per_image(r) for r in results) for name, results in runs.items()}
     tutorial, bare = seconds["tutorial"], seconds["bare"]
     first = runs["tutorial"][0]
-    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, device {first['device']}, "
-          f"{args.epochs} epochs each, median of {args.rounds} interleaved rounds")
-    print(f"{'variant':<12} {'s/epoch':>8} {'images':>7} {'s/1k img':>9} {'vs (a)':>8} {'vs (d)':>8} "
-          f"{'rounds s/1k img':>24} {'peak RSS MB':>12} {'max alloc MB':>13}")
+    print(
+        f"torch {torch.__version__}, {os.cpu_count()} CPUs, device {first['device']}, "
+        f"{args.epochs} epochs each, median of {args.rounds} interleaved rounds"
+    )
+    print(
+        f"{'variant':<12} {'s/epoch':>8} {'images':>7} {'s/1k img':>9} {'vs (a)':>8} {'vs (d)':>8} "
+        f"{'rounds s/1k img':>24} {'peak RSS MB':>12} {'max alloc MB':>13}"
+    )
     for name, results in runs.items():
         images = results[0]["images"]
         spread = " ".join(f"{1000 * per_image(r):.4f}" for r in results)
         rss = max(r["peak_rss_mb"] for r in results)
         alloc = f"{max(r['max_allocated_mb'] for r in results):.0f}" if "max_allocated_mb" in results[0] else "-"
-        print(f"{name:<12} {seconds[name] * images:>8.3f} {images:>7} {1000 * seconds[name]:>9.4f} "
-              f"{tutorial / seconds[name]:>7.2f}x {seconds[name] / bare:>7.2f}x {spread:>24} {rss:>12.0f} {alloc:>13}")
+        print(
+            f"{name:<12} {seconds[name] * images:>8.3f} {images:>7} {1000 * seconds[name]:>9.4f} "
+            f"{tutorial / seconds[name]:>7.2f}x {seconds[name] / bare:>7.2f}x {spread:>24} {rss:>12.0f} {alloc:>13}"
+        )
 
 
 if __name__ == "__main__":

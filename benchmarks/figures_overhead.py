@@ -2,7 +2,8 @@
 
 Trains configs/seed.yaml for a few epochs in one run, on the same machine, alternating the figures
 callback off and on (its defaults: per-class scalars every epoch, figures every 5 epochs and at the
-last), two fits each so that warm-up and drift fall on both sides, and prints the median seconds of the training part of an epoch and of the whole epoch
+last), two fits each so that warm-up and drift fall on both sides, and prints the median seconds of
+the training part of an epoch and of the whole epoch
 (training + validation + figures), and the overhead in percent. The training-part median skips the
 first epoch, which draws the sample grid once.
 

@@ -24,10 +24,18 @@ from fmnist_pl.data.files import TEST_IMAGES, ensure_files, local_source_dirs, r
 
 def images_per_second(ckpt: str, data_dir: str, out_dir: str, extra: list[str], count: int) -> float:
     start = time.perf_counter()
-    fmnist_pl([
-        "predict", f"--ckpt_path={ckpt}", f"--data.data_dir={data_dir}", "--trainer.enable_progress_bar=false",
-        "--trainer.logger=false", "--trainer.enable_model_summary=false", f"--predictions.output={out_dir}/predictions.csv", *extra,
-    ])
+    fmnist_pl(
+        [
+            "predict",
+            f"--ckpt_path={ckpt}",
+            f"--data.data_dir={data_dir}",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.logger=false",
+            "--trainer.enable_model_summary=false",
+            f"--predictions.output={out_dir}/predictions.csv",
+            *extra,
+        ]
+    )
     return count / (time.perf_counter() - start)
 
 

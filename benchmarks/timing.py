@@ -48,7 +48,8 @@ def timed_seed_fit(epochs: int, data_dir: str, log_dir: str, extra: list[str]) -
     config = Path(__file__).resolve().parents[1] / "configs" / "seed.yaml"
     cli = FashionCLI(
         args=[
-            "--config", str(config),
+            "--config",
+            str(config),
             f"--trainer.max_epochs={epochs}",
             "--trainer.enable_progress_bar=false",
             "--trainer.enable_model_summary=false",

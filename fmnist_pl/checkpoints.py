@@ -28,7 +28,9 @@ def load_checkpoint(path: Path, option: str = "--ckpt_path") -> dict[str, Any]:
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{option} {path}: no such file. Give the path of a .ckpt file from a run's checkpoints/ folder.")
+        raise CheckpointError(
+            f"{option} {path}: no such file. Give the path of a .ckpt file from a run's checkpoints/ folder."
+        )
     if path.stat().st_size == 0:
         raise CheckpointError(f"{option} {path}: the file is empty, not a checkpoint.")
     try:
@@ -74,11 +76,18 @@ class SafeLoading:
         **kwargs: Any,
     ) -> Any:
         if weights_only is False:
-            raise CheckpointError(f"{checkpoint_path}: weights_only=False refused; this project loads checkpoints as plain data only.")
+            raise CheckpointError(
+                f"{checkpoint_path}: weights_only=False refused; this project loads checkpoints as plain data only."
+            )
         if isinstance(checkpoint_path, (str, Path)):
             load_checkpoint(Path(checkpoint_path), option="checkpoint_path")
         return super().load_from_checkpoint(  # type: ignore[misc]
-            checkpoint_path, map_location=map_location, hparams_file=hparams_file, strict=strict, weights_only=True, **kwargs
+            checkpoint_path,
+            map_location=map_location,
+            hparams_file=hparams_file,
+            strict=strict,
+            weights_only=True,
+            **kwargs,
         )
 
 
@@ -100,5 +109,7 @@ class SafeCheckpointIO(TorchCheckpointIO):
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
         if weights_only is False:
-            raise CheckpointError(f"--weights_only false: refused for {path}; this project loads checkpoints as plain data only.")
+            raise CheckpointError(
+                f"--weights_only false: refused for {path}; this project loads checkpoints as plain data only."
+            )
         return load_checkpoint(Path(path))

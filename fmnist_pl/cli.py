@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 from argparse import RawDescriptionHelpFormatter
+from pathlib import Path
 from typing import Any, NoReturn
 
 import torch
-
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -106,7 +105,11 @@ class FashionCLI(LightningCLI):
             },
             # Each run has its own version folder; overwriting only matters for a fixed --trainer.logger.version.
             save_config_kwargs={"overwrite": True},
-            parser_kwargs={"prog": "python -m fmnist_pl", "description": DESCRIPTION, "formatter_class": RawDescriptionHelpFormatter},
+            parser_kwargs={
+                "prog": "python -m fmnist_pl",
+                "description": DESCRIPTION,
+                "formatter_class": RawDescriptionHelpFormatter,
+            },
             parser_class=HintingParser,
             # The model builds its own optimizer (OptimizerCallable), so no top-level --optimizer.
             auto_configure_optimizers=False,
@@ -116,7 +119,9 @@ class FashionCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument(
-            "--float32_matmul_precision", choices=["highest", "high", "medium"], default="high",
+            "--float32_matmul_precision",
+            choices=["highest", "high", "medium"],
+            default="high",
             help="torch.set_float32_matmul_precision on CUDA: 'high' lets float32 matrix products use TF32 "
             "(what Lightning's own warning recommends); 'highest' keeps full float32.",
         )

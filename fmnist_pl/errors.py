@@ -26,12 +26,10 @@ class NonFiniteLossError(UserError):
     """The training loss became NaN or infinite; training stops before anything is saved."""
 
 
-def check_range(option: str, value: float, low: float, high: float, *, high_inclusive: bool = False) -> None:
-    """Raise ``ConfigError`` naming ``option`` unless ``low <= value < high`` (or ``<= high``)."""
-    inside = low <= value <= high if high_inclusive else low <= value < high
-    if not inside:
-        bracket = "]" if high_inclusive else ")"
-        raise ConfigError(f"{option} must be in [{low}, {high}{bracket}, got {value}")
+def check_range(option: str, value: float, low: float, high: float) -> None:
+    """Raise ``ConfigError`` naming ``option`` unless ``low <= value < high``."""
+    if not low <= value < high:
+        raise ConfigError(f"{option} must be in [{low}, {high}), got {value}")
 
 
 def check_at_least(option: str, value: float, low: float) -> None:

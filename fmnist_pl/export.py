@@ -21,6 +21,7 @@ from torch import nn
 from fmnist_pl.atomic import atomic_path
 from fmnist_pl.checkpoints import load_checkpoint
 from fmnist_pl.data.classes import CLASS_NAMES, IMAGE_SHAPE
+from fmnist_pl.data.datamodule import normalization
 from fmnist_pl.data.files import ensure_files, local_source_dirs, read_split
 from fmnist_pl.errors import UserError
 from fmnist_pl.hparams import public
@@ -43,17 +44,14 @@ class RawImageClassifier(nn.Module):
         return self.net((images - self.mean) / self.std)
 
 
-def load_for_export(ckpt_path: Path) -> tuple[RawImageClassifier, dict]:
+def load_raw_image_classifier(ckpt_path: Path) -> tuple[RawImageClassifier, dict]:
     """The checkpoint's network with its normalization, in eval mode, and the data hyperparameters."""
     checkpoint = load_checkpoint(ckpt_path)
     model_hparams = public(checkpoint.get("hyper_parameters", {}))
     data_hparams = dict(checkpoint.get("datamodule_hyper_parameters", {}))
     module = FashionClassifier(**{**model_hparams, "compile_mode": "eager"})
     module.load_state_dict(checkpoint["state_dict"])
-    normalize = data_hparams.get("normalize", False)
-    wrapper = RawImageClassifier(
-        module.inference_network(), data_hparams.get("mean") if normalize else None, data_hparams.get("std") if normalize else None
-    )
+    wrapper = RawImageClassifier(module.inference_network(), *(normalization(data_hparams) or (None, None)))
     return wrapper.eval(), data_hparams
 
 
@@ -70,8 +68,13 @@ def export_onnx(model: RawImageClassifier, output: Path, check_images: torch.Ten
         # torch's dynamo exporter: dynamic_shapes keys name forward()'s arguments; one file, no
         # external-data companion.
         program = torch.onnx.export(
-            model, (example,), dynamo=True, dynamic_shapes={"images": {0: batch}}, input_names=["images"],
-            output_names=["logits"], verbose=False,
+            model,
+            (example,),
+            dynamo=True,
+            dynamic_shapes={"images": {0: batch}},
+            input_names=["images"],
+            output_names=["logits"],
+            verbose=False,
         )
         program.save(str(tmp), external_data=False)
         proto = onnx.load(str(tmp))
@@ -81,7 +84,8 @@ def export_onnx(model: RawImageClassifier, output: Path, check_images: torch.Ten
         check = compare_with_onnxruntime(model, tmp, check_images, onnxruntime)
         if check["max_abs_diff"] > MAX_LOGIT_DIFFERENCE or check["agreement"] < MIN_AGREEMENT:
             raise UserError(
-                f"export check failed: max |logit difference| {check['max_abs_diff']:.2e} (allowed {MAX_LOGIT_DIFFERENCE}), "
+                f"export check failed: max |logit difference| {check['max_abs_diff']:.2e} "
+                f"(allowed {MAX_LOGIT_DIFFERENCE}), "
                 f"same class on {100 * check['agreement']:.2f}% (needed {100 * MIN_AGREEMENT}%); {output} not written"
             )
     return check
@@ -92,7 +96,9 @@ def compare_with_onnxruntime(model: nn.Module, path: Path, images: torch.Tensor,
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     with torch.no_grad():
         expected = torch.cat([model(chunk) for chunk in images.split(1000)])
-    actual = torch.cat([torch.from_numpy(session.run(["logits"], {"images": chunk.numpy()})[0]) for chunk in images.split(1000)])
+    actual = torch.cat(
+        [torch.from_numpy(session.run(["logits"], {"images": chunk.numpy()})[0]) for chunk in images.split(1000)]
+    )
     return {
         "images": float(len(images)),
         "max_abs_diff": float((actual - expected).abs().max()),
@@ -103,10 +109,12 @@ def compare_with_onnxruntime(model: nn.Module, path: Path, images: torch.Tensor,
 def main(argv: list[str]) -> Path:
     parser = argparse.ArgumentParser(prog="python -m fmnist_pl export", description=__doc__.splitlines()[0])
     parser.add_argument("--ckpt_path", type=Path, required=True, help="checkpoint to export")
-    parser.add_argument("--output", type=Path, default=Path("model.onnx"), help="ONNX file to write (default: model.onnx)")
+    parser.add_argument(
+        "--output", type=Path, default=Path("model.onnx"), help="ONNX file to write (default: model.onnx)"
+    )
     parser.add_argument("--data_dir", help="where the test images for the check are (default: the checkpoint's)")
     args = parser.parse_args(argv)
-    model, data_hparams = load_for_export(args.ckpt_path)
+    model, data_hparams = load_raw_image_classifier(args.ckpt_path)
     data_dir = args.data_dir or data_hparams.get("data_dir", "data")
     folder = ensure_files(data_dir, local_source_dirs(data_hparams.get("source_dir")), download=True)
     pixels, labels = read_split(folder, "test")

@@ -79,7 +79,9 @@ class FashionClassifier(SafeLoading, CheapHookBookkeeping, LightningModule):
         check_range("--model.label_smoothing", label_smoothing, 0.0, 1.0)
         check_at_least("--model.mixup_alpha", mixup_alpha, 0.0)
         if not hidden_sizes or min(hidden_sizes) < 1:
-            raise ConfigError(f"--model.hidden_sizes must be a non-empty list of integers >= 1, got {list(hidden_sizes)}")
+            raise ConfigError(
+                f"--model.hidden_sizes must be a non-empty list of integers >= 1, got {list(hidden_sizes)}"
+            )
         # The factories are code, not data: they stay out of the checkpoint (which must load with
         # weights_only=True); optimization_hparams() describes them for the logs.
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
@@ -187,7 +189,9 @@ class FashionClassifier(SafeLoading, CheapHookBookkeeping, LightningModule):
 
     def optimization_hparams(self) -> dict[str, Any]:
         """The optimizer and the scheduler with their arguments, and the scheduler's interval, flat."""
-        described = describe_factory("optimizer", self.optimizer_factory) | describe_factory("scheduler", self.scheduler_factory)
+        described = describe_factory("optimizer", self.optimizer_factory) | describe_factory(
+            "scheduler", self.scheduler_factory
+        )
         return described | {"scheduler/interval": self.hparams.scheduler_interval}
 
     def _log_epoch(self, stage: str, metrics: EpochMetrics) -> None:

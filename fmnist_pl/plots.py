@@ -124,7 +124,9 @@ def image_grid(
     props = font_manager.FontProperties(fname=font, size=9) if font else font_manager.FontProperties(size=9)
     for index, text in enumerate(captions[:count]):
         row, column = divmod(index, columns)
-        axis.text(column * cell_w + cell_w / 2, row * cell_h + height + 1, text, ha="center", va="top", fontproperties=props)
+        axis.text(
+            column * cell_w + cell_w / 2, row * cell_h + height + 1, text, ha="center", va="top", fontproperties=props
+        )
     if title:
         figure.suptitle(title, fontproperties=font_manager.FontProperties(fname=font, size=12) if font else None)
     return figure

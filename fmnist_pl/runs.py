@@ -45,14 +45,15 @@ def newest_checkpoint(folder: Path | None, alias: str) -> Path:
     """
     if folder is None:
         raise CheckpointError(
-            f"--ckpt_path {alias}: this config has no logger, so there are no earlier runs to look in; give a checkpoint's path."
+            f"--ckpt_path {alias}: this config has no logger, so there are no earlier runs to look in; "
+            "give a checkpoint's path."
         )
     pattern = "last.ckpt" if alias == "last" else "best-*.ckpt"
     candidates = [path for path in folder.glob(f"*/checkpoints/{pattern}") if path.is_file()]
     if not candidates:
         raise CheckpointError(
-            f"--ckpt_path {alias}: no earlier run of this config has a {pattern} (looked for {folder}/*/checkpoints/{pattern}); "
-            "train without --ckpt_path, or give a checkpoint's path."
+            f"--ckpt_path {alias}: no earlier run of this config has a {pattern} "
+            f"(looked for {folder}/*/checkpoints/{pattern}); train without --ckpt_path, or give a checkpoint's path."
         )
     if alias == "last":
         return max(candidates, key=_written_at)

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from fmnist_pl import plots
+from fmnist_pl.data.device_loader import flip_where
 from fmnist_pl.data.files import ensure_files, local_source_dirs, read_split
 from fmnist_pl.errors import ConfigError
 
@@ -49,7 +50,7 @@ def main(argv: list[str]) -> Path | None:
     pictures = images[chosen].float().div(255)
     if args.augment:
         flips = torch.rand(len(chosen), generator=torch.Generator().manual_seed(args.seed)) < 0.5
-        pictures = torch.where(flips.view(-1, 1, 1), pictures.flip(-1), pictures)
+        pictures = flip_where(pictures, flips)
     names, font = plots.class_names(args.lang)
     captions = [names[int(label)] for label in labels[chosen]]
 

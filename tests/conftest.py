@@ -42,7 +42,9 @@ def idx_bytes(array: torch.Tensor) -> bytes:
     return header + array.contiguous().numpy().tobytes()
 
 
-def write_tiny_dataset(folder: Path, train_size: int = 120, test_size: int = 40, gz: bool = True) -> tuple[IdxFile, ...]:
+def write_tiny_dataset(
+    folder: Path, train_size: int = 120, test_size: int = 40, gz: bool = True
+) -> tuple[IdxFile, ...]:
     """Write four small IDX files named like FashionMNIST's; return their specs with real MD5s."""
     generator = torch.Generator().manual_seed(0)
     arrays = {
@@ -94,10 +96,18 @@ def run_cli(args: Sequence[str], cwd: Path, check: bool = True, timeout: float =
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore"}
     env.pop("FMNIST_DEBUG", None)
     result = subprocess.run(
-        [sys.executable, "-m", "fmnist_pl", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+        [sys.executable, "-m", "fmnist_pl", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
     if check and result.returncode != 0:
-        raise AssertionError(f"exit {result.returncode}\nstdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}")
+        raise AssertionError(
+            f"exit {result.returncode}\nstdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}"
+        )
     return result
 
 

@@ -59,7 +59,9 @@ class Recorder(Callback):
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: tuple, batch_idx: int) -> None:
         self.seen.append(fingerprint(batch[0]))
 
-    def on_test_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: tuple, batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_test_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: tuple, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
         self.seen.append(fingerprint(batch[0]))
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -44,7 +44,11 @@ def booby_trapped(tmp_path: Path) -> tuple[Path, Path]:
 
 @pytest.mark.parametrize("command", ["fit", "validate", "test", "predict", "export"])
 def test_every_command_refuses_a_checkpoint_that_carries_code(
-    command: str, booby_trapped: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+    command: str,
+    booby_trapped: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
 ) -> None:
     path, marker = booby_trapped
     monkeypatch.chdir(tmp_path)
@@ -89,8 +93,12 @@ def write_damaged(kind: str, folder: Path) -> Path:
 
 @pytest.mark.parametrize(
     ("kind", "says"),
-    [("empty", "the file is empty"), ("truncated", "not a readable checkpoint"), ("text", "not a readable checkpoint"),
-     ("no_state_dict", "not a Lightning checkpoint")],
+    [
+        ("empty", "the file is empty"),
+        ("truncated", "not a readable checkpoint"),
+        ("text", "not a readable checkpoint"),
+        ("no_state_dict", "not a Lightning checkpoint"),
+    ],
 )
 def test_damaged_checkpoints_are_one_line_errors(
     kind: str, says: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
@@ -116,13 +124,21 @@ def test_truncated_checkpoint_given_to_fit_and_the_traceback_on_request(
         main(["test", f"--ckpt_path={path}"])
 
 
-def test_the_projects_own_checkpoints_load_as_plain_data(tmp_path: Path, real_data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_projects_own_checkpoints_load_as_plain_data(
+    tmp_path: Path, real_data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Everything that adds state: AdamW, a scheduler that reads val/loss, the figures callback.
     monkeypatch.chdir(tmp_path)
-    main([
-        "fit", *SMALL_RUN, f"--data.data_dir={real_data_dir}", "--model.optimizer=torch.optim.AdamW",
-        "--model.scheduler=torch.optim.lr_scheduler.ReduceLROnPlateau", "--model.scheduler.patience=0",
-    ])
+    main(
+        [
+            "fit",
+            *SMALL_RUN,
+            f"--data.data_dir={real_data_dir}",
+            "--model.optimizer=torch.optim.AdamW",
+            "--model.scheduler=torch.optim.lr_scheduler.ReduceLROnPlateau",
+            "--model.scheduler.patience=0",
+        ]
+    )
     paths = sorted((tmp_path / "lightning_logs" / "default" / "version_0" / "checkpoints").glob("*.ckpt"))
     assert len(paths) == 2
     for path in paths:
@@ -157,7 +173,12 @@ SafeCheckpointIO().save_checkpoint({"state_dict": {"w": torch.ones(1000)}, "epoc
 def test_a_kill_while_saving_leaves_the_previous_checkpoint_loadable(tmp_path: Path) -> None:
     path = tmp_path / "checkpoints" / "last.ckpt"
     result = subprocess.run(
-        [sys.executable, "-c", KILLED_WHILE_SAVING, str(path)], cwd=REPO, capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, "-c", KILLED_WHILE_SAVING, str(path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == -signal.SIGKILL, result.stderr
     checkpoint = load_checkpoint(path)

@@ -51,8 +51,11 @@ def test_fit_writes_one_run_folder_then_test_and_validate_need_no_config(
     assert 0.1 < test_scalars["test/acc"][0] <= 1.0
 
     # An option given on the command line wins over the checkpoint's value.
-    run_main(["validate", f"--ckpt_path={ckpt}", "--data.batch_size=500", "--trainer.enable_progress_bar=false"],
-             tmp_path, monkeypatch)
+    run_main(
+        ["validate", f"--ckpt_path={ckpt}", "--data.batch_size=500", "--trainer.enable_progress_bar=false"],
+        tmp_path,
+        monkeypatch,
+    )
     validate_config = yaml.safe_load((run_dir / "validate" / "config.yaml").read_text())
     assert validate_config["data"]["batch_size"] == 500 and validate_config["data"]["normalize"] is False
     assert {"val/acc", "val/loss"} <= set(scalars(run_dir / "validate"))
@@ -66,15 +69,24 @@ def test_last_ckpt_holds_the_final_epoch_even_when_val_acc_stops_improving(
     tmp_path: Path, real_data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # With lr 0 the weights never change, so val/acc never improves after the first epoch.
-    run_dir = fit(tmp_path, real_data_dir, monkeypatch, "--trainer.max_epochs=3", "--model.optimizer=torch.optim.SGD",
-                  "--model.optimizer.lr=0", "--figures.enabled=false")
+    run_dir = fit(
+        tmp_path,
+        real_data_dir,
+        monkeypatch,
+        "--trainer.max_epochs=3",
+        "--model.optimizer=torch.optim.SGD",
+        "--model.optimizer.lr=0",
+        "--figures.enabled=false",
+    )
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     (best_path,) = (run_dir / "checkpoints").glob("best-*.ckpt")
     best = torch.load(best_path, weights_only=True)
     assert last["epoch"] == 2 and best["epoch"] == 0
 
 
-def test_best_and_last_after_fit_in_the_same_process(tmp_path: Path, real_data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_best_and_last_after_fit_in_the_same_process(
+    tmp_path: Path, real_data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     cli = main(["fit", *SMALL_RUN, f"--data.data_dir={real_data_dir}"])
     best = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path="best", verbose=False)
@@ -86,14 +98,22 @@ def test_best_and_last_after_fit_in_the_same_process(tmp_path: Path, real_data_d
 
 def test_scheduler_steps_once_per_epoch(tmp_path: Path, real_data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    cli = main([
-        "fit", *SMALL_RUN, f"--data.data_dir={real_data_dir}", "--model.scheduler=torch.optim.lr_scheduler.StepLR",
-        "--model.scheduler.step_size=1", "--model.scheduler.gamma=0.5",
-    ])
+    cli = main(
+        [
+            "fit",
+            *SMALL_RUN,
+            f"--data.data_dir={real_data_dir}",
+            "--model.scheduler=torch.optim.lr_scheduler.StepLR",
+            "--model.scheduler.step_size=1",
+            "--model.scheduler.gamma=0.5",
+        ]
+    )
     assert cli.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.01 * 0.5**2)
 
 
-def test_same_config_twice_gives_the_same_metrics(tmp_path: Path, real_data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_same_config_twice_gives_the_same_metrics(
+    tmp_path: Path, real_data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     args = ["fit", "--config", str(REPO / "configs" / "dropout.yaml"), *SMALL_RUN, f"--data.data_dir={real_data_dir}"]
     first = {k: v.item() for k, v in main(args).trainer.callback_metrics.items()}
@@ -102,7 +122,9 @@ def test_same_config_twice_gives_the_same_metrics(tmp_path: Path, real_data_dir:
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
-def test_every_config_trains_briefly(config: Path, tmp_path: Path, real_data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_config_trains_briefly(
+    config: Path, tmp_path: Path, real_data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     settings = yaml.safe_load(config.read_text())
     assert isinstance(settings["seed_everything"], int)
@@ -111,7 +133,9 @@ def test_every_config_trains_briefly(config: Path, tmp_path: Path, real_data_dir
     assert cli.trainer.current_epoch == 2 and TRAIN_VAL_TAGS <= set(cli.trainer.callback_metrics)
 
 
-def test_print_config_shows_the_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+def test_print_config_shows_the_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     with pytest.raises(SystemExit) as exit_info:
         run_main(["fit", "--print_config"], tmp_path, monkeypatch)
     assert exit_info.value.code in (0, None)
@@ -125,10 +149,13 @@ def test_print_config_shows_the_defaults(tmp_path: Path, monkeypatch: pytest.Mon
     [
         (["fit", "--model.dropout=1.5"], "--model.dropout must be in [0.0, 1.0), got 1.5"),
         (["fit", "--data.batch_size=0"], "--data.batch_size must be at least 1, got 0"),
+        (["fit", "--figures.every_n_epochs=0"], "--figures.every_n_epochs must be at least 1, got 0"),
         (["fit", "--data.val_size=60000"], "--data.val_size must be in [0, 60000), got 60000"),
         (["fit", "--model.label_smoothing=-0.1"], "--model.label_smoothing must be in [0.0, 1.0), got -0.1"),
-        (["test", "--ckpt_path=missing.ckpt"],
-         "--ckpt_path missing.ckpt: no such file. Give the path of a .ckpt file from a run's checkpoints/ folder."),
+        (
+            ["test", "--ckpt_path=missing.ckpt"],
+            "--ckpt_path missing.ckpt: no such file. Give the path of a .ckpt file from a run's checkpoints/ folder.",
+        ),
     ],
 )
 def test_bad_values_are_one_line_errors(

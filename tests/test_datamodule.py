@@ -37,7 +37,11 @@ def test_loaders_cover_every_image_once(real_data_dir: Path, loader: str) -> Non
     data.setup("test")
     assert len(data.train_set) == 55000
     counts = {}
-    for name, batches in (("train", data.train_dataloader()), ("val", data.val_dataloader()), ("test", data.test_dataloader())):
+    for name, batches in (
+        ("train", data.train_dataloader()),
+        ("val", data.val_dataloader()),
+        ("test", data.test_dataloader()),
+    ):
         counts[name] = sum(targets.numel() for _, targets in batches)
     assert counts == {"train": 55000, "val": 5000, "test": 10000}
 

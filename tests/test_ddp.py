@@ -11,10 +11,15 @@ from fmnist_pl.cli import main
 from fmnist_pl.data.datamodule import FashionMNISTDataModule
 
 from .conftest import run_cli
-from .probes import fingerprint
 from .helpers import scalars
+from .probes import fingerprint
 
-DDP = ["--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false"]
+DDP = [
+    "--trainer.strategy=ddp",
+    "--trainer.devices=2",
+    "--trainer.accelerator=cpu",
+    "--trainer.enable_progress_bar=false",
+]
 
 
 def seen_by_both(folder: Path, stage: str) -> list[torch.Tensor]:
@@ -31,7 +36,11 @@ def test_two_process_fit_and_test_see_every_image_once_and_sync_metrics(
     record = ["--trainer.callbacks+=tests.probes.Recorder", f"--trainer.callbacks.out={tmp_path / 'seen'}"]
     # With Lightning's flags that act per batch: validation twice in the epoch, gradient clipping.
     flags = ["--trainer.val_check_interval=0.5", "--trainer.gradient_clip_val=1.0"]
-    run_cli(["fit", *DDP, *data, *record, *flags, "--trainer.max_epochs=1", "--figures.enabled=false"], cwd=tmp_path, timeout=300)
+    run_cli(
+        ["fit", *DDP, *data, *record, *flags, "--trainer.max_epochs=1", "--figures.enabled=false"],
+        cwd=tmp_path,
+        timeout=300,
+    )
     ckpt = tmp_path / "lightning_logs" / "default" / "version_0" / "checkpoints" / "last.ckpt"
     assert torch.load(ckpt, weights_only=True)["global_step"] == 55  # 27,500 images a process, batch 500
     assert len(scalars(ckpt.parent.parent)["val/acc"]) == 2
@@ -55,8 +64,16 @@ def test_two_process_fit_and_test_see_every_image_once_and_sync_metrics(
     # what one process gets on the same checkpoint.
     ddp_acc = scalars(ckpt.parent.parent / "test")["test/acc"][0]
     monkeypatch.chdir(tmp_path)
-    cli = main(["test", f"--ckpt_path={ckpt}", "--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false",
-                "--trainer.logger=false", "--figures.enabled=false"])
+    cli = main(
+        [
+            "test",
+            f"--ckpt_path={ckpt}",
+            "--trainer.accelerator=cpu",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.logger=false",
+            "--figures.enabled=false",
+        ]
+    )
     single_acc = cli.trainer.callback_metrics["test/acc"].item()
     assert ddp_acc == pytest.approx(single_acc, abs=1e-6)
     assert 0.3 < single_acc < 1.0  # trained: well above chance (0.1) after 55 steps

@@ -10,7 +10,7 @@ from PIL import Image
 from torchvision.transforms import functional as TF
 
 from fmnist_pl.data.datamodule import FashionMNISTDataModule
-from fmnist_pl.data.device_loader import DeviceLoader, EpochOrder, shift_images
+from fmnist_pl.data.device_loader import DeviceLoader, EpochSampler, shift_images
 
 
 def numbered_images(count: int) -> torch.Tensor:
@@ -24,14 +24,14 @@ def numbered_images(count: int) -> torch.Tensor:
 
 def visited(loader: DeviceLoader) -> list[int]:
     out = []
-    for images, labels in loader:
+    for _, labels in loader:
         out += labels.tolist()
     return out
 
 
 @pytest.mark.parametrize("shuffle", [False, True])
 def test_every_example_exactly_once_per_epoch(shuffle: bool) -> None:
-    order = EpochOrder(1000, shuffle=shuffle, seed=0)
+    order = EpochSampler(1000, shuffle=shuffle, seed=0)
     loader = DeviceLoader(numbered_images(1000), torch.arange(1000), order, batch_size=64)
     assert len(loader) == 16
     for epoch in range(3):
@@ -43,7 +43,7 @@ def test_every_example_exactly_once_per_epoch(shuffle: bool) -> None:
 
 def test_same_seed_same_order_other_seed_or_epoch_other_order() -> None:
     def order_of(seed: int, epoch: int) -> torch.Tensor:
-        order = EpochOrder(500, shuffle=True, seed=seed)
+        order = EpochSampler(500, shuffle=True, seed=seed)
         order.set_epoch(epoch)
         return order.indices()
 
@@ -56,7 +56,7 @@ def test_same_seed_same_order_other_seed_or_epoch_other_order() -> None:
 def test_training_shards_are_disjoint_and_equal(size: int, world_size: int) -> None:
     shards = []
     for rank in range(world_size):
-        order = EpochOrder(size, shuffle=True, seed=5, rank=rank, world_size=world_size, even_shards=True)
+        order = EpochSampler(size, shuffle=True, seed=5, rank=rank, world_size=world_size, even_shards=True)
         order.set_epoch(3)
         shards.append(order.indices().tolist())
         assert len(order) == len(shards[-1])
@@ -69,13 +69,13 @@ def test_training_shards_are_disjoint_and_equal(size: int, world_size: int) -> N
 def test_evaluation_shards_cover_every_index_once(size: int, world_size: int) -> None:
     union = []
     for rank in range(world_size):
-        union += EpochOrder(size, shuffle=False, seed=0, rank=rank, world_size=world_size).indices().tolist()
+        union += EpochSampler(size, shuffle=False, seed=0, rank=rank, world_size=world_size).indices().tolist()
     assert sorted(union) == list(range(size))
 
 
 def test_flip_about_half_the_images_and_depends_on_seed_and_epoch() -> None:
     images = numbered_images(2000)
-    order = EpochOrder(2000, shuffle=False, seed=11)
+    order = EpochSampler(2000, shuffle=False, seed=11)
     loader = DeviceLoader(images, torch.arange(2000), order, batch_size=100, flip=True)
 
     def flipped_mask() -> torch.Tensor:
@@ -93,7 +93,7 @@ def test_flip_about_half_the_images_and_depends_on_seed_and_epoch() -> None:
 
 
 def test_no_global_random_state_is_consumed() -> None:
-    order = EpochOrder(300, shuffle=True, seed=1)
+    order = EpochSampler(300, shuffle=True, seed=1)
     loader = DeviceLoader(numbered_images(300), torch.arange(300), order, batch_size=64, flip=True)
     torch.manual_seed(123)
     before = torch.get_rng_state()
@@ -103,7 +103,7 @@ def test_no_global_random_state_is_consumed() -> None:
 
 def test_normalization_and_shape() -> None:
     images = torch.randint(0, 256, (10, 28, 28), dtype=torch.uint8)
-    loader = DeviceLoader(images, torch.arange(10), EpochOrder(10, False, 0), batch_size=4, mean=0.25, std=0.5)
+    loader = DeviceLoader(images, torch.arange(10), EpochSampler(10, False, 0), batch_size=4, mean=0.25, std=0.5)
     batch, labels = next(iter(loader))
     assert batch.shape == (4, 1, 28, 28) and batch.dtype == torch.float32 and labels.tolist() == [0, 1, 2, 3]
     torch.testing.assert_close(batch, (images[:4, None].float() / 255 - 0.25) / 0.5)
@@ -153,16 +153,19 @@ def test_shift_equals_padding_then_cropping() -> None:
 
 def test_shift_moves_training_images_by_every_offset_within_the_limit() -> None:
     images = torch.randint(1, 256, (2000, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
-    order = EpochOrder(2000, shuffle=False, seed=3)
+    order = EpochSampler(2000, shuffle=False, seed=3)
     loader = DeviceLoader(images, torch.arange(2000), order, batch_size=500, shift=2)
     state = torch.get_rng_state()
     batches = list(loader)
     assert torch.equal(torch.get_rng_state(), state)  # its own generator, like the flips
     # Every image moved by each of the 25 offsets, to find which one the loader used.
-    candidates = torch.stack([
-        shift_images(images, torch.tensor([[down, right]]).expand(len(images), 2), 2)
-        for down in range(-2, 3) for right in range(-2, 3)
-    ])
+    candidates = torch.stack(
+        [
+            shift_images(images, torch.tensor([[down, right]]).expand(len(images), 2), 2)
+            for down in range(-2, 3)
+            for right in range(-2, 3)
+        ]
+    )
     found = []
     for shifted, labels in batches:
         pixels = (shifted[:, 0] * 255).round().to(torch.uint8)

@@ -11,7 +11,7 @@ import torch
 
 from fmnist_pl.data.classes import CLASS_NAMES
 from fmnist_pl.errors import UserError
-from fmnist_pl.export import export_onnx, load_for_export
+from fmnist_pl.export import export_onnx, load_raw_image_classifier
 from fmnist_pl.model import FlipAveraged
 from fmnist_pl.module import FashionClassifier
 
@@ -38,7 +38,7 @@ def test_export_writes_one_checked_file_that_takes_raw_images(
     assert json.loads(metadata["class_names"]) == list(CLASS_NAMES["en"])
 
     # Raw [0, 1] images in, the trained model's logits (normalization included) out, any batch size.
-    model, data = load_for_export(checkpoint)
+    model, data = load_raw_image_classifier(checkpoint)
     assert data["normalize"] is True
     session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
     for batch in (1, 7):
@@ -47,8 +47,10 @@ def test_export_writes_one_checked_file_that_takes_raw_images(
         torch.testing.assert_close(torch.from_numpy(logits), model(images).detach(), rtol=1e-4, atol=1e-4)
 
 
-def test_failed_check_is_an_error_and_writes_nothing(tmp_path: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    model, _ = load_for_export(checkpoint)
+def test_failed_check_is_an_error_and_writes_nothing(
+    tmp_path: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, _ = load_raw_image_classifier(checkpoint)
     from fmnist_pl import export
 
     # A check that cannot pass (tolerance below zero) stands in for a real disagreement.
@@ -59,13 +61,15 @@ def test_failed_check_is_an_error_and_writes_nothing(tmp_path: Path, checkpoint:
 
 
 def test_without_the_extra_export_names_it(tmp_path: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    model, _ = load_for_export(checkpoint)
+    model, _ = load_raw_image_classifier(checkpoint)
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
     with pytest.raises(UserError, match=r"pip install '\.\[export\]'"):
         export_onnx(model, tmp_path / "model.onnx", torch.rand(4, 1, 28, 28))
 
 
-def test_missing_checkpoint_is_a_one_line_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+def test_missing_checkpoint_is_a_one_line_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     monkeypatch.chdir(tmp_path)
     code, err = exit_of_main(["export", "--ckpt_path=nope.ckpt"], capsys)
     assert code == 2 and err.strip() == (
@@ -83,9 +87,16 @@ def test_export_carries_the_averaged_weights_and_the_flip_averaging(tmp_path: Pa
     path = tmp_path / "ema.ckpt"
     data = {"normalize": True, "mean": 0.25, "std": 0.5}
     # What EMAWeightAveraging writes: the average in state_dict, the trained weights beside it.
-    torch.save({"state_dict": averaged.state_dict(), "current_model_state": module.state_dict(),
-                "hyper_parameters": dict(module.hparams), "datamodule_hyper_parameters": data}, path)
-    model, _ = load_for_export(path)
+    torch.save(
+        {
+            "state_dict": averaged.state_dict(),
+            "current_model_state": module.state_dict(),
+            "hyper_parameters": dict(module.hparams),
+            "datamodule_hyper_parameters": data,
+        },
+        path,
+    )
+    model, _ = load_raw_image_classifier(path)
     images = torch.rand(16, 1, 28, 28)
     expected = averaged.eval()((images - 0.25) / 0.5)
     torch.testing.assert_close(model(images), expected)

@@ -34,7 +34,9 @@ def test_show_grid_and_single_image(tmp_path: Path, real_data_dir: Path) -> None
     pixels = read_png(grid)
     assert pixels.shape[:2] == (420, 1280)  # 2 rows x 8 columns at 1.9 x 1.6 inches + 0.4 for the title, 100 dpi
     assert_not_blank(pixels)
-    one = show(["--out", str(tmp_path / "one.png"), "--data_dir", str(real_data_dir), "--index", "1", "--split", "test"])
+    one = show(
+        ["--out", str(tmp_path / "one.png"), "--data_dir", str(real_data_dir), "--index", "1", "--split", "test"]
+    )
     pixels = read_png(one)
     assert pixels.shape[:2] == (440, 400)
     assert_not_blank(pixels)
@@ -42,7 +44,9 @@ def test_show_grid_and_single_image(tmp_path: Path, real_data_dir: Path) -> None
 
 def test_augment_flips_some_images(tmp_path: Path, real_data_dir: Path) -> None:
     plain = read_png(show(["--out", str(tmp_path / "a.png"), "--data_dir", str(real_data_dir), "--n", "8"]))
-    flipped = read_png(show(["--out", str(tmp_path / "b.png"), "--data_dir", str(real_data_dir), "--n", "8", "--augment"]))
+    flipped = read_png(
+        show(["--out", str(tmp_path / "b.png"), "--data_dir", str(real_data_dir), "--n", "8", "--augment"])
+    )
     assert plain.shape == flipped.shape and not np.array_equal(plain, flipped)
 
 
@@ -66,7 +70,9 @@ def test_korean_grid_draws_every_glyph_with_the_pip_font_alone(
         assert names == CLASS_NAMES["ko"] and font == plots.bundled_hangul_font() and "koreanize_matplotlib" in font
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            grid = show(["--out", str(tmp_path / "ko.png"), "--data_dir", str(real_data_dir), "--n", "16", "--lang", "ko"])
+            grid = show(
+                ["--out", str(tmp_path / "ko.png"), "--data_dir", str(real_data_dir), "--n", "16", "--lang", "ko"]
+            )
         assert not [w for w in caught if "missing from font" in str(w.message)]
         assert_not_blank(read_png(grid))
     finally:
@@ -95,8 +101,17 @@ def test_show_without_display_or_out_is_a_one_line_error(
 def test_fit_and_test_write_figures_scalars_and_real_hparams(
     tmp_path: Path, real_data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    run_main(["fit", *SMALL_RUN, f"--data.data_dir={real_data_dir}", "--figures.every_n_epochs=1",
-              "--trainer.logger.init_args.log_graph=true"], tmp_path, monkeypatch)
+    run_main(
+        [
+            "fit",
+            *SMALL_RUN,
+            f"--data.data_dir={real_data_dir}",
+            "--figures.every_n_epochs=1",
+            "--trainer.logger.init_args.log_graph=true",
+        ],
+        tmp_path,
+        monkeypatch,
+    )
     run_dir = tmp_path / "lightning_logs" / "default" / "version_0"
     accumulator = EventAccumulator(str(run_dir), size_guidance={"images": 0})
     accumulator.Reload()
@@ -110,8 +125,11 @@ def test_fit_and_test_write_figures_scalars_and_real_hparams(
     assert sessions and sessions[-1]["model/dropout"].number_value == 0.0
     assert "hp_metric" not in tags["scalars"]
 
-    run_main(["test", f"--ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", "--trainer.enable_progress_bar=false"],
-             tmp_path, monkeypatch)
+    run_main(
+        ["test", f"--ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", "--trainer.enable_progress_bar=false"],
+        tmp_path,
+        monkeypatch,
+    )
     test_dir = run_dir / "test"
     assert_not_blank(read_png(test_dir / "confusion_matrix_test.png"))
     report = (test_dir / "test_report.md").read_text().splitlines()

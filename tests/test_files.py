@@ -109,7 +109,9 @@ def test_truncated_gz_source_is_refused_and_leaves_nothing(tmp_path: Path) -> No
     assert leftovers(tmp_path / "data") == []
 
 
-def test_interrupted_extraction_leaves_nothing_that_looks_complete(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_extraction_leaves_nothing_that_looks_complete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     specs = write_tiny_dataset(tmp_path / "src")
 
     def copy_half_then_die(src, dst, length=0):
@@ -161,7 +163,9 @@ def test_read_idx_round_trips_shape_and_values(tmp_path: Path) -> None:
 
 def test_real_files_match_the_published_checksums(real_data_dir: Path) -> None:
     folder = raw_dir(real_data_dir)
-    assert {f.name: md5_of(folder / f.name) for f in FASHION_MNIST_FILES} == {f.name: f.md5 for f in FASHION_MNIST_FILES}
+    assert {f.name: md5_of(folder / f.name) for f in FASHION_MNIST_FILES} == {
+        f.name: f.md5 for f in FASHION_MNIST_FILES
+    }
     assert read_idx(folder / files.TRAIN_IMAGES.name).shape == (60000, 28, 28)
     assert read_idx(folder / files.TEST_LABELS.name).shape == (10000,)
     assert real_source_dir() is not None

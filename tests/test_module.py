@@ -77,7 +77,9 @@ def test_scheduler_is_wired_when_given() -> None:
     config = module.configure_optimizers()
     assert isinstance(config["lr_scheduler"]["scheduler"], torch.optim.lr_scheduler.StepLR)
     assert config["lr_scheduler"]["interval"] == "epoch"
-    stepped = FashionClassifier(scheduler=lambda opt: torch.optim.lr_scheduler.StepLR(opt, 1), scheduler_interval="step")
+    stepped = FashionClassifier(
+        scheduler=lambda opt: torch.optim.lr_scheduler.StepLR(opt, 1), scheduler_interval="step"
+    )
     assert stepped.configure_optimizers()["lr_scheduler"]["interval"] == "step"
     plateau = FashionClassifier(
         scheduler=lambda opt: torch.optim.lr_scheduler.ReduceLROnPlateau(opt), scheduler_monitor="train/loss"
@@ -104,9 +106,16 @@ def test_out_of_range_options_are_refused_by_name(kwargs: dict, option: str) -> 
 def test_hyperparameters_are_plain_data() -> None:
     hparams = dict(FashionClassifier(dropout=0.2).hparams)
     assert hparams == {
-        "hidden_sizes": (256, 128), "dropout": 0.2, "label_smoothing": 0.0, "mixup_alpha": 0.0, "tta_flip": False,
-        "scheduler_interval": "epoch", "scheduler_monitor": "val/loss", "compile_mode": "auto",
-        "input_size": 784, "num_classes": 10,
+        "hidden_sizes": (256, 128),
+        "dropout": 0.2,
+        "label_smoothing": 0.0,
+        "mixup_alpha": 0.0,
+        "tta_flip": False,
+        "scheduler_interval": "epoch",
+        "scheduler_monitor": "val/loss",
+        "compile_mode": "auto",
+        "input_size": 784,
+        "num_classes": 10,
     }
 
 
@@ -141,5 +150,7 @@ def test_mixup_trains_on_mixed_images_against_the_same_mixture_of_labels() -> No
     )
     torch.testing.assert_close(loss, expected)
     model.train_metrics.flush()  # train/acc scores the mixed images against the first image's label
-    assert model.train_metrics.acc.compute().item() == pytest.approx((scores.argmax(1) == targets).float().mean().item())
+    assert model.train_metrics.acc.compute().item() == pytest.approx(
+        (scores.argmax(1) == targets).float().mean().item()
+    )
     assert FashionClassifier().mixup is None  # off by default

@@ -13,7 +13,7 @@ from PIL import Image
 from fmnist_pl.data.files import raw_dir, read_split
 from fmnist_pl.data.image_files import find_images, load_image
 from fmnist_pl.errors import DataError
-from fmnist_pl.export import load_for_export
+from fmnist_pl.export import load_raw_image_classifier
 
 from .conftest import exit_of_main, run_main
 
@@ -45,16 +45,22 @@ def test_png_files_get_the_same_classes_as_the_tensors(
         Image.fromarray(image.numpy()).save(folder / f"{i:02d}.png")
     (folder / "broken.png").write_bytes(b"this is not a PNG")
     run_main(
-        ["predict", f"--ckpt_path={checkpoint}", f"--data.predict_path={tmp_path / 'photos'}",
-         "--trainer.enable_progress_bar=false", f"--predictions.output={tmp_path / 'out.csv'}"],
-        tmp_path, monkeypatch,
+        [
+            "predict",
+            f"--ckpt_path={checkpoint}",
+            f"--data.predict_path={tmp_path / 'photos'}",
+            "--trainer.enable_progress_bar=false",
+            f"--predictions.output={tmp_path / 'out.csv'}",
+        ],
+        tmp_path,
+        monkeypatch,
     )
     printed = capsys.readouterr()
     assert f"skipped {folder / 'broken.png'}" in printed.err
     assert f"wrote {tmp_path / 'out.csv'}: 30 images" in printed.out
     rows = read_csv(tmp_path / "out.csv")
     assert [Path(r["path"]).name for r in rows] == [f"{i:02d}.png" for i in range(30)]
-    model, _ = load_for_export(checkpoint)
+    model, _ = load_raw_image_classifier(checkpoint)
     expected = model(images.unsqueeze(1).float() / 255).softmax(1)
     assert [int(r["index"]) for r in rows] == expected.argmax(1).tolist()
     for row, probabilities in zip(rows, expected):
@@ -100,13 +106,21 @@ def test_globs_folders_and_files(tmp_path: Path) -> None:
         find_images(str(tmp_path / "*.gif"))
 
 
-@pytest.mark.parametrize(("make", "expected"), [
-    (lambda p: p.mkdir(), "the folder holds no image files"),
-    (lambda p: None, "no such file or folder"),
-    (lambda p: (p.mkdir(), (p / "x.png").write_bytes(b"junk")), "none of the 1 file(s) could be read"),
-])
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda p: p.mkdir(), "the folder holds no image files"),
+        (lambda p: None, "no such file or folder"),
+        (lambda p: (p.mkdir(), (p / "x.png").write_bytes(b"junk")), "none of the 1 file(s) could be read"),
+    ],
+)
 def test_nothing_to_predict_is_a_one_line_error(
-    tmp_path: Path, checkpoint: Path, make, expected: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+    tmp_path: Path,
+    checkpoint: Path,
+    make,
+    expected: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
 ) -> None:
     target = tmp_path / "in"
     make(target)

@@ -14,12 +14,21 @@ from .helpers import scalars
 # dropout.yaml (dropout, flips, shuffling: all three draw random numbers) with an optimizer and a
 # scheduler that both carry state, shrunk to a few seconds: 3 epochs of 16 batches.
 RUN = [
-    "fit", "--config", str(REPO / "configs" / "dropout.yaml"),
-    "--trainer.accelerator=cpu", "--trainer.max_epochs=3", "--trainer.limit_train_batches=16",
-    "--trainer.limit_val_batches=8", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+    "fit",
+    "--config",
+    str(REPO / "configs" / "dropout.yaml"),
+    "--trainer.accelerator=cpu",
+    "--trainer.max_epochs=3",
+    "--trainer.limit_train_batches=16",
+    "--trainer.limit_val_batches=8",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
     "--figures.enabled=false",
-    "--model.optimizer=torch.optim.AdamW", "--model.optimizer.lr=0.002",
-    "--model.scheduler=torch.optim.lr_scheduler.StepLR", "--model.scheduler.step_size=1", "--model.scheduler.gamma=0.5",
+    "--model.optimizer=torch.optim.AdamW",
+    "--model.optimizer.lr=0.002",
+    "--model.scheduler=torch.optim.lr_scheduler.StepLR",
+    "--model.scheduler.step_size=1",
+    "--model.scheduler.gamma=0.5",
 ]
 EPOCH_TAGS = ("train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best")
 
@@ -38,8 +47,15 @@ def test_killed_mid_epoch_then_resumed_ends_like_an_uninterrupted_run(
     run_main([*RUN, *data], whole, monkeypatch)
 
     killed = run_cli(
-        [*RUN, *data, "--trainer.callbacks+=tests.probes.KillAt", "--trainer.callbacks.epoch=1", "--trainer.callbacks.batch=9"],
-        cwd=crashed, check=False,
+        [
+            *RUN,
+            *data,
+            "--trainer.callbacks+=tests.probes.KillAt",
+            "--trainer.callbacks.epoch=1",
+            "--trainer.callbacks.batch=9",
+        ],
+        cwd=crashed,
+        check=False,
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert torch.load(run_folder(crashed) / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0
@@ -73,7 +89,8 @@ def test_resume_from_last_without_earlier_runs_is_a_one_line_error(
     assert code == 2
     assert err.strip() == (
         "error: --ckpt_path last: no earlier run of this config has a last.ckpt "
-        "(looked for lightning_logs/dropout/*/checkpoints/last.ckpt); train without --ckpt_path, or give a checkpoint's path."
+        "(looked for lightning_logs/dropout/*/checkpoints/last.ckpt); "
+        "train without --ckpt_path, or give a checkpoint's path."
     )
 
 
@@ -82,8 +99,13 @@ def test_non_finite_loss_stops_training_and_keeps_the_good_checkpoints(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     code, err = exit_of_main(
-        [*RUN, f"--data.data_dir={real_data_dir}", "--trainer.callbacks+=tests.probes.PoisonAt",
-         "--trainer.callbacks.epoch=1", "--trainer.callbacks.batch=1"],
+        [
+            *RUN,
+            f"--data.data_dir={real_data_dir}",
+            "--trainer.callbacks+=tests.probes.PoisonAt",
+            "--trainer.callbacks.epoch=1",
+            "--trainer.callbacks.batch=1",
+        ],
         capsys,
     )
     assert code == 2

@@ -42,8 +42,12 @@ def callback(cli: FashionCLI, kind: type):
 
 @pytest.mark.parametrize("loader", ["tensor", "torchvision"])
 def test_limit_train_batches_and_max_steps_count_optimizer_steps(fit, loader: str) -> None:
-    cli = fit("--trainer.max_epochs=2", "--trainer.limit_train_batches=5", "--trainer.limit_val_batches=2",
-              f"--data.loader={loader}")
+    cli = fit(
+        "--trainer.max_epochs=2",
+        "--trainer.limit_train_batches=5",
+        "--trainer.limit_val_batches=2",
+        f"--data.loader={loader}",
+    )
     assert cli.trainer.global_step == 10 and cli.trainer.num_training_batches == 5
     cli = fit("--trainer.max_steps=7", "--trainer.limit_val_batches=2", f"--data.loader={loader}")
     assert cli.trainer.global_step == 7
@@ -57,12 +61,20 @@ def test_the_progress_bar_counts_batches(fit) -> None:
 
 @pytest.mark.parametrize(("algorithm", "measured"), [("norm", "norms"), ("value", "max_abs")])
 def test_gradient_clipping_bounds_what_the_optimizer_applies(fit, algorithm: str, measured: str) -> None:
-    common = ["--trainer.max_steps=20", "--trainer.limit_val_batches=0", "--model.optimizer=tests.probes.NormRecordingSGD",
-              "--model.optimizer.lr=0.5"]
+    common = [
+        "--trainer.max_steps=20",
+        "--trainer.limit_val_batches=0",
+        "--model.optimizer=tests.probes.NormRecordingSGD",
+        "--model.optimizer.lr=0.5",
+    ]
     free = getattr(fit(*common).trainer.optimizers[0], measured)
     bound = 0.25 * min(free)  # well below every unclipped gradient, so each step is clipped
-    clipped = getattr(fit(*common, "--trainer.gradient_clip_val", str(bound),
-                          f"--trainer.gradient_clip_algorithm={algorithm}").trainer.optimizers[0], measured)
+    clipped = getattr(
+        fit(
+            *common, "--trainer.gradient_clip_val", str(bound), f"--trainer.gradient_clip_algorithm={algorithm}"
+        ).trainer.optimizers[0],
+        measured,
+    )
     assert len(clipped) == 20
     assert max(clipped) <= bound * (1 + 1e-4)
     assert min(clipped) >= bound * 0.99  # clipped down to the bound, not zeroed
@@ -80,8 +92,13 @@ def test_accumulating_two_batches_of_64_equals_one_batch_of_128(fit) -> None:
 
 @pytest.mark.parametrize(("interval", "per_epoch"), [("0.5", 2), ("5", 2), ("1.0", 1)])
 def test_val_check_interval_validates_within_the_epoch_and_the_run_finishes(fit, interval: str, per_epoch: int) -> None:
-    cli = fit("--trainer.max_epochs=2", "--trainer.limit_train_batches=10", "--trainer.limit_val_batches=2",
-              f"--trainer.val_check_interval={interval}", "--figures.every_n_epochs=1")
+    cli = fit(
+        "--trainer.max_epochs=2",
+        "--trainer.limit_train_batches=10",
+        "--trainer.limit_val_batches=2",
+        f"--trainer.val_check_interval={interval}",
+        "--figures.every_n_epochs=1",
+    )
     logged = scalars(Path(cli.trainer.log_dir))
     assert len(logged["val/acc"]) == 2 * per_epoch
     assert len(logged["train/acc"]) == 2 and "hp/val_acc" in logged
@@ -98,8 +115,12 @@ def test_no_validation_at_all_finishes_with_figures_and_hparams(fit) -> None:
 
 
 def test_plateau_scheduler_skips_epochs_without_validation_and_takes_any_monitor(fit) -> None:
-    plateau = ["--model.scheduler=torch.optim.lr_scheduler.ReduceLROnPlateau", "--trainer.max_epochs=4",
-               "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=2"]
+    plateau = [
+        "--model.scheduler=torch.optim.lr_scheduler.ReduceLROnPlateau",
+        "--trainer.max_epochs=4",
+        "--trainer.limit_train_batches=3",
+        "--trainer.limit_val_batches=2",
+    ]
     cli = fit(*plateau, "--trainer.check_val_every_n_epoch=2")
     scheduler = cli.trainer.lr_scheduler_configs[0].scheduler
     assert scheduler.last_epoch == 2  # stepped after epochs 1 and 3, the ones that validated
@@ -108,10 +129,18 @@ def test_plateau_scheduler_skips_epochs_without_validation_and_takes_any_monitor
 
 
 def test_one_cycle_stepped_per_step_peaks_at_its_step_and_the_lr_monitor_sees_every_step(fit) -> None:
-    cli = fit("--trainer.max_steps=20", "--trainer.limit_val_batches=0", "--trainer.log_every_n_steps=1",
-              "--model.scheduler=torch.optim.lr_scheduler.OneCycleLR", "--model.scheduler.max_lr=0.1",
-              "--model.scheduler.total_steps=20", "--model.scheduler.pct_start=0.25", "--model.scheduler_interval=step",
-              "--trainer.callbacks+=LearningRateMonitor", "--trainer.callbacks.logging_interval=step")
+    cli = fit(
+        "--trainer.max_steps=20",
+        "--trainer.limit_val_batches=0",
+        "--trainer.log_every_n_steps=1",
+        "--model.scheduler=torch.optim.lr_scheduler.OneCycleLR",
+        "--model.scheduler.max_lr=0.1",
+        "--model.scheduler.total_steps=20",
+        "--model.scheduler.pct_start=0.25",
+        "--model.scheduler_interval=step",
+        "--trainer.callbacks+=LearningRateMonitor",
+        "--trainer.callbacks.logging_interval=step",
+    )
     logged = scalar_steps(Path(cli.trainer.log_dir), "lr-SGD")
     by_hand = torch.optim.lr_scheduler.OneCycleLR(
         torch.optim.SGD([torch.zeros(1)], lr=0.01), max_lr=0.1, total_steps=20, pct_start=0.25
@@ -129,27 +158,47 @@ def test_one_cycle_stepped_per_step_peaks_at_its_step_and_the_lr_monitor_sees_ev
 
 
 def test_log_every_n_steps_sets_how_often_per_step_values_are_written(fit) -> None:
-    cli = fit("--trainer.max_steps=12", "--trainer.limit_val_batches=0", "--trainer.log_every_n_steps=4",
-              "--trainer.callbacks+=LearningRateMonitor", "--trainer.callbacks.logging_interval=step")
+    cli = fit(
+        "--trainer.max_steps=12",
+        "--trainer.limit_val_batches=0",
+        "--trainer.log_every_n_steps=4",
+        "--trainer.callbacks+=LearningRateMonitor",
+        "--trainer.callbacks.logging_interval=step",
+    )
     assert [step for step, _ in scalar_steps(Path(cli.trainer.log_dir), "lr-SGD")] == [3, 7, 11]
 
 
 def test_ema_weight_averaging_updates_after_every_optimizer_step_and_is_what_is_saved(fit) -> None:
-    cli = fit("--trainer.max_epochs=2", "--trainer.limit_train_batches=6", "--trainer.limit_val_batches=2",
-              "--trainer.accumulate_grad_batches=2", "--trainer.callbacks+=EMAWeightAveraging",
-              "--trainer.callbacks.decay=0.9")
+    cli = fit(
+        "--trainer.max_epochs=2",
+        "--trainer.limit_train_batches=6",
+        "--trainer.limit_val_batches=2",
+        "--trainer.accumulate_grad_batches=2",
+        "--trainer.callbacks+=EMAWeightAveraging",
+        "--trainer.callbacks.decay=0.9",
+    )
     ema = callback(cli, EMAWeightAveraging)
     assert cli.trainer.global_step == 6 and int(ema._average_model.n_averaged) == 6
     last = torch.load(Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt", weights_only=True)
-    averaged = {k.removeprefix("module."): v for k, v in ema._average_model.state_dict().items() if k.startswith("module.")}
+    averaged = {
+        k.removeprefix("module."): v for k, v in ema._average_model.state_dict().items() if k.startswith("module.")
+    }
     torch.testing.assert_close(last["state_dict"]["net.layers.1.weight"], averaged["net.layers.1.weight"])
-    assert not torch.equal(last["state_dict"]["net.layers.1.weight"], last["current_model_state"]["net.layers.1.weight"])
+    assert not torch.equal(
+        last["state_dict"]["net.layers.1.weight"], last["current_model_state"]["net.layers.1.weight"]
+    )
 
 
 def test_stochastic_weight_averaging_runs_on_its_epochs(fit) -> None:
-    cli = fit("--trainer.max_epochs=3", "--trainer.limit_train_batches=4", "--trainer.limit_val_batches=2",
-              "--trainer.callbacks+=StochasticWeightAveraging", "--trainer.callbacks.swa_lrs=0.005",
-              "--trainer.callbacks.swa_epoch_start=1", "--trainer.callbacks.annealing_epochs=1")
+    cli = fit(
+        "--trainer.max_epochs=3",
+        "--trainer.limit_train_batches=4",
+        "--trainer.limit_val_batches=2",
+        "--trainer.callbacks+=StochasticWeightAveraging",
+        "--trainer.callbacks.swa_lrs=0.005",
+        "--trainer.callbacks.swa_epoch_start=1",
+        "--trainer.callbacks.annealing_epochs=1",
+    )
     swa = callback(cli, StochasticWeightAveraging)
     # One update per epoch from swa_epoch_start to its last epoch (Lightning adds one epoch at the end).
     # swa_epoch_start counts from 1: epochs 0, 1 and 2 are averaged.
@@ -158,10 +207,16 @@ def test_stochastic_weight_averaging_runs_on_its_epochs(fit) -> None:
 
 
 def test_checkpoint_every_n_train_steps_counts_optimizer_steps(fit, tmp_path: Path) -> None:
-    fit("--trainer.max_epochs=1", "--trainer.limit_train_batches=10", "--trainer.limit_val_batches=0",
-        "--trainer.callbacks+=ModelCheckpoint", "--trainer.callbacks.every_n_train_steps=4",
-        f"--trainer.callbacks.dirpath={tmp_path / 'steps'}", "--trainer.callbacks.filename={step}",
-        "--trainer.callbacks.save_top_k=-1")
+    fit(
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=10",
+        "--trainer.limit_val_batches=0",
+        "--trainer.callbacks+=ModelCheckpoint",
+        "--trainer.callbacks.every_n_train_steps=4",
+        f"--trainer.callbacks.dirpath={tmp_path / 'steps'}",
+        "--trainer.callbacks.filename={step}",
+        "--trainer.callbacks.save_top_k=-1",
+    )
     assert sorted(p.name for p in (tmp_path / "steps").glob("*.ckpt")) == ["step=4.ckpt", "step=8.ckpt"]
 
 
@@ -174,8 +229,12 @@ def test_mixed_precision_trains_close_to_full_precision(fit) -> None:
 
 
 def test_deterministic_runs_repeat(fit) -> None:
-    options = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=10", "--trainer.limit_val_batches=2",
-               "--trainer.deterministic=true"]
+    options = [
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=10",
+        "--trainer.limit_val_batches=2",
+        "--trainer.deterministic=true",
+    ]
     first, second = fit(*options, config=DROPOUT), fit(*options, config=DROPOUT)
     assert torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(False)
@@ -191,17 +250,30 @@ def test_fast_dev_run_takes_one_step_and_writes_nothing(fit, tmp_path: Path) -> 
 @pytest.mark.parametrize("loader", ["tensor", "torchvision"])
 def test_overfit_batches_trains_on_the_same_batches_every_epoch(fit, loader: str) -> None:
     # dropout.yaml shuffles; without flips the same images look the same in every epoch.
-    cli = fit("--trainer.max_epochs=2", "--trainer.overfit_batches=3", "--trainer.callbacks+=tests.probes.EpochBatches",
-              f"--data.loader={loader}", "--data.flip=false", config=DROPOUT)
+    cli = fit(
+        "--trainer.max_epochs=2",
+        "--trainer.overfit_batches=3",
+        "--trainer.callbacks+=tests.probes.EpochBatches",
+        f"--data.loader={loader}",
+        "--data.flip=false",
+        config=DROPOUT,
+    )
     first, second = callback(cli, EpochBatches).epochs
     assert len(first) == len(second) == 3
     for a, b in zip(first, second):
         torch.testing.assert_close(a, b)
 
 
-def test_csv_logger_gets_the_metrics_and_hparams_and_figures_say_they_are_skipped(fit, caplog: pytest.LogCaptureFixture) -> None:
-    cli = fit("--trainer.max_epochs=1", "--trainer.limit_train_batches=5", "--trainer.limit_val_batches=2",
-              "--trainer.logger=lightning.pytorch.loggers.CSVLogger", "--trainer.logger.save_dir=lightning_logs")
+def test_csv_logger_gets_the_metrics_and_hparams_and_figures_say_they_are_skipped(
+    fit, caplog: pytest.LogCaptureFixture
+) -> None:
+    cli = fit(
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=5",
+        "--trainer.limit_val_batches=2",
+        "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+        "--trainer.logger.save_dir=lightning_logs",
+    )
     run_dir = Path(cli.trainer.log_dir)
     header = (run_dir / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"train/acc", "train/loss", "val/acc", "val/loss"} <= set(header)
@@ -211,15 +283,29 @@ def test_csv_logger_gets_the_metrics_and_hparams_and_figures_say_they_are_skippe
 
 
 def test_hparams_record_the_optimizer_the_scheduler_max_epochs_and_the_seed(fit) -> None:
-    cli = fit("--trainer.max_epochs=1", "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=2",
-              "--model.optimizer=torch.optim.AdamW", "--model.optimizer.lr=0.003", "--model.optimizer.weight_decay=0.05",
-              "--model.scheduler=torch.optim.lr_scheduler.CosineAnnealingLR", "--model.scheduler.T_max=7",
-              "--seed_everything=5")
+    cli = fit(
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=3",
+        "--trainer.limit_val_batches=2",
+        "--model.optimizer=torch.optim.AdamW",
+        "--model.optimizer.lr=0.003",
+        "--model.optimizer.weight_decay=0.05",
+        "--model.scheduler=torch.optim.lr_scheduler.CosineAnnealingLR",
+        "--model.scheduler.T_max=7",
+        "--seed_everything=5",
+    )
     run_dir = Path(cli.trainer.log_dir)
     saved = yaml.safe_load((run_dir / "hparams.yaml").read_text())
-    expected = {"optimizer": "torch.optim.adamw.AdamW", "optimizer/lr": 0.003, "optimizer/weight_decay": 0.05,
-                "scheduler": "torch.optim.lr_scheduler.CosineAnnealingLR", "scheduler/T_max": 7,
-                "scheduler/interval": "epoch", "trainer/max_epochs": 1, "seed_everything": 5}
+    expected = {
+        "optimizer": "torch.optim.adamw.AdamW",
+        "optimizer/lr": 0.003,
+        "optimizer/weight_decay": 0.05,
+        "scheduler": "torch.optim.lr_scheduler.CosineAnnealingLR",
+        "scheduler/T_max": 7,
+        "scheduler/interval": "epoch",
+        "trainer/max_epochs": 1,
+        "seed_everything": 5,
+    }
     assert {key: saved[key] for key in expected} == expected
     (session,) = hparams_sessions(run_dir)
     assert session["optimizer/lr"].number_value == pytest.approx(0.003)
@@ -237,11 +323,15 @@ def test_test_with_ckpt_path_best_in_a_new_process_takes_the_newest_runs_best(
     tested = main(["test", "--config", SEED, *QUIET, "--ckpt_path", "best", "--trainer.limit_test_batches=2"])
     assert Path(tested.trainer.ckpt_path).resolve() == best.resolve()
     assert best.parent.parent.name == "version_1" and best.name.startswith("best-")
-    assert f"--ckpt_path best: loading {Path('lightning_logs/seed/version_1/checkpoints') / best.name}" in capsys.readouterr().err
+    assert (
+        f"--ckpt_path best: loading {Path('lightning_logs/seed/version_1/checkpoints') / best.name}"
+        in capsys.readouterr().err
+    )
 
 
-def test_config_before_the_subcommand_is_a_one_line_hint(tmp_path: Path, capsys: pytest.CaptureFixture,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_config_before_the_subcommand_is_a_one_line_hint(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     code, err = exit_of_main(["--config", DROPOUT, "fit"], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1
@@ -250,8 +340,12 @@ def test_config_before_the_subcommand_is_a_one_line_hint(tmp_path: Path, capsys:
 
 def test_a_profiler_given_is_used_and_none_given_profiles_nothing(fit, tmp_path: Path) -> None:
     options = ["--trainer.max_steps=3", "--trainer.limit_val_batches=1"]
-    profiled = fit(*options, "--trainer.profiler=lightning.pytorch.profilers.SimpleProfiler",
-                   f"--trainer.profiler.dirpath={tmp_path}", "--trainer.profiler.filename=perf")
+    profiled = fit(
+        *options,
+        "--trainer.profiler=lightning.pytorch.profilers.SimpleProfiler",
+        f"--trainer.profiler.dirpath={tmp_path}",
+        "--trainer.profiler.filename=perf",
+    )
     assert isinstance(profiled.trainer.profiler, SimpleProfiler)
     assert "[Strategy]SingleDeviceStrategy.training_step" in (tmp_path / "fit-perf.txt").read_text()
     quiet = fit(*options).trainer.profiler

@@ -14,6 +14,8 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from fmnist_pl import plots
 from fmnist_pl.atomic import atomic_path
+from fmnist_pl.data.datamodule import normalization
+from fmnist_pl.errors import check_at_least
 from fmnist_pl.hparams import run_hyperparameters
 
 
@@ -38,11 +40,17 @@ class TensorBoardFigures(Callback):
     """
 
     def __init__(
-        self, enabled: bool = True, every_n_epochs: int = 5, max_misclassified: int = 32, lang: Literal["en", "ko"] = "en"
+        self,
+        enabled: bool = True,
+        every_n_epochs: int = 5,
+        max_misclassified: int = 32,
+        lang: Literal["en", "ko"] = "en",
     ) -> None:
         super().__init__()
         self.enabled = enabled
-        self.every_n_epochs = max(1, every_n_epochs)
+        check_at_least("--figures.every_n_epochs", every_n_epochs, 1)
+        check_at_least("--figures.max_misclassified", max_misclassified, 0)
+        self.every_n_epochs = every_n_epochs
         self.max_misclassified = max_misclassified
         self.lang = lang
         self.confusion: dict[str, MulticlassConfusionMatrix] = {}
@@ -69,14 +77,22 @@ class TensorBoardFigures(Callback):
         names, font = plots.class_names(self.lang)
         count = min(32, len(labels))
         figure = plots.image_grid(
-            self._display(trainer, images[:count]), [names[int(i)] for i in labels[:count]], font,
+            self._display(trainer, images[:count]),
+            [names[int(i)] for i in labels[:count]],
+            font,
             title="training samples, after augmentation",
         )
         self._add_figure(trainer, "train/samples", figure, trainer.global_step)
         self._grid_logged = True
 
     def on_validation_batch_end(
-        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
     ) -> None:
         self._collect("val", trainer, outputs, batch, keep_mistakes=self._draw_now(trainer))
 
@@ -97,7 +113,10 @@ class TensorBoardFigures(Callback):
                 images, truth, predicted = (torch.cat(parts) for parts in zip(*self._mistakes))
                 captions = [f"{names[int(t)]} → {names[int(p)]}" for t, p in zip(truth, predicted)]
                 figure = plots.image_grid(
-                    self._display(trainer, images), captions, font, title=f"misclassified (true → predicted), epoch {step}"
+                    self._display(trainer, images),
+                    captions,
+                    font,
+                    title=f"misclassified (true → predicted), epoch {step}",
                 )
                 self._add_figure(trainer, "val/misclassified", figure, step)
         self._reset("val")
@@ -106,15 +125,26 @@ class TensorBoardFigures(Callback):
         # A run without validation (limit_val_batches 0) or that ended between two validations
         # reports what it has: its training figures, or nothing beyond the hyperparameters.
         if self._active(trainer):
-            self._log_hparams(trainer, pl_module, {
-                f"hp/{name.replace('/', '_')}": float(value) for name, value in trainer.callback_metrics.items()
-                if name in ("val/acc", "val/acc_best", "train/acc")
-            })
+            self._log_hparams(
+                trainer,
+                pl_module,
+                {
+                    f"hp/{name.replace('/', '_')}": float(value)
+                    for name, value in trainer.callback_metrics.items()
+                    if name in ("val/acc", "val/acc_best", "train/acc")
+                },
+            )
 
     # ----- test ----------------------------------------------------------------------------
 
     def on_test_batch_end(
-        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
     ) -> None:
         self._collect("test", trainer, outputs, batch, keep_mistakes=False)
 
@@ -124,9 +154,7 @@ class TensorBoardFigures(Callback):
         matrix = self.confusion["test"].compute()
         self._reset("test")
         names, font = plots.class_names(self.lang)
-        counts = matrix.double()
-        precision = counts.diag() / counts.sum(dim=0).clamp(min=1)
-        recall = counts.diag() / counts.sum(dim=1).clamp(min=1)
+        precision, recall, support = per_class(matrix)
         for name, p, r in zip(tag_names(), precision, recall):
             pl_module.log(f"test/precision_per_class/{name}", p.float())
             pl_module.log(f"test/recall_per_class/{name}", r.float())
@@ -134,7 +162,7 @@ class TensorBoardFigures(Callback):
         log_dir = trainer.log_dir
         if not trainer.is_global_zero:
             return
-        figure = plots.confusion_matrix(matrix, names, font, f"test, {int(counts.sum())} images")
+        figure = plots.confusion_matrix(matrix, names, font, f"test, {int(support.sum())} images")
         if log_dir is not None:
             folder = Path(log_dir)
             plots.save_png(figure, folder / "confusion_matrix_test.png")
@@ -181,9 +209,8 @@ class TensorBoardFigures(Callback):
 
     @staticmethod
     def _display(trainer: Trainer, images: torch.Tensor):
-        data = trainer.datamodule.hparams if trainer.datamodule is not None else {}
-        normalized = data.get("normalize", False)
-        return plots.to_display(images, data.get("mean") if normalized else None, data.get("std") if normalized else None)
+        stats = normalization(trainer.datamodule.hparams) if trainer.datamodule is not None else None
+        return plots.to_display(images, *(stats or (None, None)))
 
     @staticmethod
     def _log_hparams(trainer: Trainer, pl_module: LightningModule, metrics: dict[str, float]) -> None:
@@ -195,20 +222,24 @@ def tag_names() -> list[str]:
     return [name.replace("/", "-") for name in plots.CLASS_NAMES["en"]]
 
 
+def per_class(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-class precision, recall (float64) and support (images per true class) of a confusion
+    matrix with true classes in rows; a class never predicted (or never present) scores 0."""
+    counts = matrix.double()
+    support = counts.sum(dim=1)
+    return counts.diag() / counts.sum(dim=0).clamp(min=1), counts.diag() / support.clamp(min=1), support
+
+
 def write_report(path: Path, names: tuple[str, ...], matrix: torch.Tensor) -> Path:
     """A markdown table of per-class precision, recall and support, written atomically."""
-    counts = matrix.double().cpu()
-    precision = counts.diag() / counts.sum(dim=0).clamp(min=1)
-    recall = counts.diag() / counts.sum(dim=1).clamp(min=1)
+    precision, recall, support = per_class(matrix.cpu())
     lines = [
-        f"# Test report: {int(counts.sum())} images, accuracy {counts.diag().sum() / counts.sum():.4f}",
+        f"# Test report: {int(support.sum())} images, accuracy {matrix.diag().sum() / support.sum():.4f}",
         "",
         "| class | precision | recall | images |",
         "| --- | --- | --- | --- |",
     ]
-    lines += [
-        f"| {name} | {p:.4f} | {r:.4f} | {int(n)} |" for name, p, r, n in zip(names, precision, recall, counts.sum(dim=1))
-    ]
+    lines += [f"| {name} | {p:.4f} | {r:.4f} | {int(n)} |" for name, p, r, n in zip(names, precision, recall, support)]
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

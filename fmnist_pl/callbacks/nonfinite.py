@@ -34,7 +34,9 @@ class StopOnNonFiniteLoss(Callback):
         self._first_bad: tuple[int, float] | None = None  # (step, loss) of the first non-finite loss seen
         self._marks: torch.Tensor | None = None  # the same on an accelerator, as a tensor; step -1: none yet
 
-    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if loss is None:
             return
@@ -75,7 +77,9 @@ class StopOnNonFiniteLoss(Callback):
         if not failed:
             return
         if not local_failure:
-            raise NonFiniteLossError(f"another process's training loss is not finite at epoch {trainer.current_epoch}; training stopped.")
+            raise NonFiniteLossError(
+                f"another process's training loss is not finite at epoch {trainer.current_epoch}; training stopped."
+            )
         step, loss = self._first_bad
         raise NonFiniteLossError(
             f"training loss is {loss} at epoch {trainer.current_epoch}, step {step}; training stopped "

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch import LightningDataModule
@@ -19,10 +19,22 @@ from fmnist_pl.data.classes import (
     NUM_CLASSES,
     TRAIN_SIZE,
 )
-from fmnist_pl.data.device_loader import DeviceLoader, EpochOrder
+from fmnist_pl.data.device_loader import DeviceLoader, EpochSampler
 from fmnist_pl.data.files import ensure_files, local_source_dirs, raw_dir, read_split
 from fmnist_pl.data.image_files import Invert, find_images, load_images
 from fmnist_pl.errors import ConfigError, check_at_least, check_range
+
+
+def normalization(hparams: Mapping[str, Any]) -> tuple[float, float] | None:
+    """``(mean, std)`` that the data module with these hyperparameters normalizes with, or None.
+
+    The one place for this rule: the data module, the figures (to undo it for display) and export (to
+    fold it into the model) all ask here. Missing keys take the data module's own defaults, so a
+    checkpoint that stored only some of them means what it meant when it was written.
+    """
+    if not hparams.get("normalize", True):
+        return None
+    return hparams.get("mean", FASHION_MNIST_MEAN), hparams.get("std", FASHION_MNIST_STD)
 
 
 def split_indices(total: int, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -180,8 +192,8 @@ class FashionMNISTDataModule(LightningDataModule):
 
     def _to_tensor_steps(self) -> list:
         steps: list = [transforms.ToTensor()]
-        if self.hparams.normalize:
-            steps.append(transforms.Normalize((self.hparams.mean,), (self.hparams.std,)))
+        if (stats := normalization(self.hparams)) is not None:
+            steps.append(transforms.Normalize((stats[0],), (stats[1],)))
         return steps
 
     def _dataset(self, train: bool, transform: transforms.Compose) -> FashionMNIST:
@@ -199,10 +211,10 @@ class FashionMNISTDataModule(LightningDataModule):
         shuffle = train and self.hparams.shuffle and not overfitting
         if isinstance(split, TensorSplit):
             rank, world_size = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-            order = EpochOrder(
+            order = EpochSampler(
                 len(split.labels), shuffle, self.data_seed, rank, world_size, even_shards=train and world_size > 1
             )
-            normalize = self.hparams.normalize
+            mean, std = normalization(self.hparams) or (None, None)
             return DeviceLoader(
                 split.images,
                 split.labels,
@@ -210,8 +222,8 @@ class FashionMNISTDataModule(LightningDataModule):
                 self.hparams.batch_size,
                 flip=train and self.hparams.flip,
                 shift=self.hparams.shift if train else 0,
-                mean=self.hparams.mean if normalize else None,
-                std=self.hparams.std if normalize else None,
+                mean=mean,
+                std=std,
             )
         # drop_last stays False everywhere: validation and test must see every image exactly once.
         workers = self.hparams.num_workers
@@ -220,7 +232,7 @@ class FashionMNISTDataModule(LightningDataModule):
         if train and world_size == 1:
             # The same (seed, epoch) order as the tensor path, so resuming gives the same order.
             # (Under DDP Lightning puts in its DistributedSampler, itself a function of seed and epoch.)
-            sampler, shuffle = EpochOrder(len(split), shuffle, self.data_seed), False
+            sampler, shuffle = EpochSampler(len(split), shuffle, self.data_seed), False
         return DataLoader(
             split,
             batch_size=self.hparams.batch_size,

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import torch
 
 
-class EpochOrder:
+class EpochSampler:
     """The indices one process visits in one epoch, like ``DistributedSampler``.
 
     Shuffled with a generator seeded by ``seed + epoch``; process ``rank`` of ``world_size`` takes
@@ -86,7 +86,7 @@ class DeviceLoader:
         self,
         images: torch.Tensor,
         labels: torch.Tensor,
-        order: EpochOrder,
+        order: EpochSampler,
         batch_size: int,
         flip: bool = False,
         mean: float | None = None,
@@ -126,8 +126,7 @@ class DeviceLoader:
         if offsets is not None:
             images = shift_images(images, offsets, self.shift)
         if flips is not None:
-            flipped = flips.nonzero().flatten()
-            images[flipped] = images[flipped].flip(-1)
+            flip_where(images, flips)
         return images, labels
 
     def _to_float(self, images: torch.Tensor) -> torch.Tensor:
@@ -150,6 +149,13 @@ class DeviceLoader:
         if self.shift:
             offsets = torch.randint(-self.shift, self.shift + 1, (count, 2), generator=generator, device=device)
         return (flips if self.flip else None), offsets
+
+
+def flip_where(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mirror, in place, the images ``(N, ..., W)`` whose ``mask`` entry is True, left to right; return them."""
+    chosen = mask.nonzero().flatten()
+    images[chosen] = images[chosen].flip(-1)
+    return images
 
 
 def shift_images(images: torch.Tensor, offsets: torch.Tensor, limit: int) -> torch.Tensor:

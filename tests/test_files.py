@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torchvision.datasets.utils import calculate_md5
 
 from fmnist_pl.data import files
 from fmnist_pl.data.files import (
@@ -16,9 +17,8 @@ from fmnist_pl.data.files import (
     FASHION_MNIST_FILES,
     ensure_files,
     local_source_dirs,
-    md5_of,
     raw_dir,
-    read_idx,
+    read_split,
 )
 from fmnist_pl.errors import DataError
 
@@ -34,14 +34,14 @@ def test_extracts_gz_copies_and_verifies_them(tmp_path: Path) -> None:
     target = ensure_files(tmp_path / "data", [tmp_path / "src"], download=False, files=specs)
     assert target == raw_dir(tmp_path / "data")
     for spec in specs:
-        assert md5_of(target / spec.name) == spec.md5
+        assert calculate_md5(target / spec.name) == spec.md5
     assert leftovers(tmp_path / "data") == []
 
 
 def test_uses_decompressed_copies_too(tmp_path: Path) -> None:
     specs = write_tiny_dataset(tmp_path / "src", gz=False)
     target = ensure_files(tmp_path / "data", [tmp_path / "src"], download=False, files=specs)
-    assert all(md5_of(target / s.name) == s.md5 for s in specs)
+    assert all(calculate_md5(target / s.name) == s.md5 for s in specs)
 
 
 def test_files_already_in_data_dir_need_no_source(tmp_path: Path) -> None:
@@ -83,7 +83,7 @@ def test_damaged_file_in_data_dir_is_named_with_both_checksums(tmp_path: Path, d
     assert str(bad) in message and expected_words in message
     assert specs[0].md5 in message
     if bad.stat().st_size:
-        assert md5_of(bad) in message
+        assert calculate_md5(bad) in message
     assert "Delete it" in message and "\n" not in message
 
 
@@ -152,20 +152,23 @@ def test_failed_download_is_reported_with_its_reason(tmp_path: Path, monkeypatch
     assert [p for p in (tmp_path / "data").iterdir() if p.name.startswith(".download")] == []
 
 
-def test_read_idx_round_trips_shape_and_values(tmp_path: Path) -> None:
+def test_read_split_round_trips_shape_and_values(tmp_path: Path) -> None:
     images = torch.randint(0, 256, (7, 28, 28), dtype=torch.uint8)
-    (tmp_path / "images").write_bytes(idx_bytes(images))
-    assert torch.equal(read_idx(tmp_path / "images"), images)
-    (tmp_path / "short").write_bytes(idx_bytes(images)[:-5])
+    labels = torch.arange(7, dtype=torch.uint8)
+    (tmp_path / files.TEST_IMAGES.name).write_bytes(idx_bytes(images))
+    (tmp_path / files.TEST_LABELS.name).write_bytes(idx_bytes(labels))
+    got_images, got_labels = read_split(tmp_path, "test")
+    assert torch.equal(got_images, images) and torch.equal(got_labels, labels)
+    (tmp_path / files.TEST_IMAGES.name).write_bytes(idx_bytes(images)[:-5])
     with pytest.raises(DataError, match="not a complete IDX file"):
-        read_idx(tmp_path / "short")
+        read_split(tmp_path, "test")
 
 
 def test_real_files_match_the_published_checksums(real_data_dir: Path) -> None:
     folder = raw_dir(real_data_dir)
-    assert {f.name: md5_of(folder / f.name) for f in FASHION_MNIST_FILES} == {
+    assert {f.name: calculate_md5(folder / f.name) for f in FASHION_MNIST_FILES} == {
         f.name: f.md5 for f in FASHION_MNIST_FILES
     }
-    assert read_idx(folder / files.TRAIN_IMAGES.name).shape == (60000, 28, 28)
-    assert read_idx(folder / files.TEST_LABELS.name).shape == (10000,)
+    assert read_split(folder, "train")[0].shape == (60000, 28, 28)
+    assert read_split(folder, "test")[1].shape == (10000,)
     assert real_source_dir() is not None

@@ -8,13 +8,14 @@ Sources, in order:
 
 Every file is checked by the MD5 of its decompressed bytes before anything reads it. Extraction
 writes to a temporary name in the target folder and renames only after the check, so an
-interrupted run never leaves a file that looks complete.
+interrupted run never leaves a file that looks complete. Reading and hashing are torchvision's
+(``read_image_file``, ``read_label_file``, ``calculate_md5``); what torchvision lacks is here: the
+search of local copies, the check of decompressed files, and errors that say what is wrong.
 """
 
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 import shutil
 import struct
@@ -25,7 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torchvision.datasets.mnist import read_image_file, read_label_file
+from torchvision.datasets.utils import calculate_md5
 
+from fmnist_pl.atomic import atomic_path
 from fmnist_pl.errors import DataError
 
 ENV_VAR = "FMNIST_DATA"
@@ -117,7 +121,7 @@ def verify(path: Path, expected_md5: str, fix: str) -> None:
     size = path.stat().st_size
     if size == 0:
         raise DataError(f"{path} is empty (expected MD5 {expected_md5}). {fix}.")
-    actual = md5_of(path)
+    actual = calculate_md5(path, chunk_size=_CHUNK)
     if actual == expected_md5:
         return
     expected_size = idx_size_from_header(path)
@@ -128,15 +132,6 @@ def verify(path: Path, expected_md5: str, fix: str) -> None:
     else:
         problem = "is corrupt"
     raise DataError(f"{path} {problem}: MD5 {actual}, expected {expected_md5}. {fix}.")
-
-
-def md5_of(path: Path) -> str:
-    """MD5 of a file's bytes, read in chunks."""
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def idx_size_from_header(path: Path) -> int | None:
@@ -156,22 +151,18 @@ def idx_size_from_header(path: Path) -> int | None:
     return 4 + 4 * ndim + count
 
 
-def read_idx(path: Path) -> torch.Tensor:
-    """Decode an IDX file of unsigned bytes into a uint8 tensor of the shape its header gives."""
-    data = path.read_bytes()
-    expected = idx_size_from_header(path)
-    if expected is None or len(data) != expected:
-        raise DataError(f"{path} is not a complete IDX file of unsigned bytes. {_FIX_LOCAL}.")
-    ndim = data[3]
-    dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
-    return torch.frombuffer(bytearray(data[4 + 4 * ndim :]), dtype=torch.uint8).reshape(dims)
-
-
 def read_split(folder: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``train`` or ``test`` split from a folder of decompressed files: uint8 images ``(N, 28, 28)``
-    and uint8 labels ``(N,)``."""
+    """The ``train`` or ``test`` split from a folder of decompressed files, read by torchvision's
+    readers: uint8 images ``(N, 28, 28)`` and uint8 labels ``(N,)``."""
     images, labels = SPLIT_FILES[split]
-    return read_idx(folder / images.name), read_idx(folder / labels.name)
+    return _read(read_image_file, folder / images.name), _read(read_label_file, folder / labels.name)
+
+
+def _read(reader, path: Path) -> torch.Tensor:
+    expected = idx_size_from_header(path) if path.is_file() else None
+    if expected is None or path.stat().st_size != expected:
+        raise DataError(f"{path} is not a complete IDX file of unsigned bytes. {_FIX_LOCAL}.")
+    return reader(str(path))
 
 
 def _find_local_copy(idx_file: IdxFile, source_dirs: Sequence[Path]) -> Path | None:
@@ -184,28 +175,19 @@ def _find_local_copy(idx_file: IdxFile, source_dirs: Sequence[Path]) -> Path | N
 
 def _install(source: Path, target: Path, expected_md5: str) -> None:
     """Copy (decompressing ``.gz``) ``source`` to ``target`` through a verified temporary file."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
-    tmp = Path(tmp_name)
+    written: Path | None = None
     try:
-        with os.fdopen(handle, "wb") as out:
+        with atomic_path(target) as written:
             try:
                 opener = gzip.open if source.suffix == ".gz" else open
-                with opener(source, "rb") as src:
+                with opener(source, "rb") as src, open(written, "wb") as out:
                     shutil.copyfileobj(src, out, _CHUNK)
             except (EOFError, OSError, zlib.error) as err:
                 raise DataError(f"{source} cannot be decompressed ({err}). {_FIX_SOURCE}.") from err
-            out.flush()
-            os.fsync(out.fileno())
-        verify(tmp, expected_md5, fix=_FIX_SOURCE)
+            verify(written, expected_md5, fix=_FIX_SOURCE)
     except DataError as err:
-        tmp.unlink(missing_ok=True)
         # Name the source the user can act on, not the temporary file.
-        raise DataError(str(err).replace(str(tmp), str(source))) from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, target)
+        raise DataError(str(err).replace(str(written), str(source)) if written else str(err)) from None
 
 
 def _download_with_torchvision(data_dir: Path, wanted: Sequence[IdxFile]) -> str | None:

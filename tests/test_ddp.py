@@ -35,7 +35,8 @@ def test_two_process_fit_and_test_see_every_image_once_and_sync_metrics(
     data = [f"--data.data_dir={real_data_dir}", f"--data.loader={loader}", "--data.batch_size=500"]
     record = ["--trainer.callbacks+=tests.probes.Recorder", f"--trainer.callbacks.out={tmp_path / 'seen'}"]
     # With Lightning's flags that act per batch: validation twice in the epoch, gradient clipping.
-    flags = ["--trainer.val_check_interval=0.5", "--trainer.gradient_clip_val=1.0"]
+    # (On one data path: the flags do not depend on it, and the PIL path's extra validation costs seconds.)
+    flags = ["--trainer.val_check_interval=0.5", "--trainer.gradient_clip_val=1.0"] if loader == "tensor" else []
     run_cli(
         ["fit", *DDP, *data, *record, *flags, "--trainer.max_epochs=1", "--figures.enabled=false"],
         cwd=tmp_path,
@@ -43,7 +44,7 @@ def test_two_process_fit_and_test_see_every_image_once_and_sync_metrics(
     )
     ckpt = tmp_path / "lightning_logs" / "default" / "version_0" / "checkpoints" / "last.ckpt"
     assert torch.load(ckpt, weights_only=True)["global_step"] == 55  # 27,500 images a process, batch 500
-    assert len(scalars(ckpt.parent.parent)["val/acc"]) == 2
+    assert len(scalars(ckpt.parent.parent)["val/acc"]) == (2 if flags else 1)
     # With the figures callback on: it must not wait on a collective that only one process enters.
     run_cli(["test", f"--ckpt_path={ckpt}", *DDP, *record], cwd=tmp_path, timeout=300)
 

@@ -21,7 +21,13 @@ from .probes import EpochBatches
 
 SEED = str(REPO / "configs" / "seed.yaml")
 DROPOUT = str(REPO / "configs" / "dropout.yaml")
-QUIET = ["--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+# No figures unless a test looks at them: drawing them costs ~0.5 s a run.
+QUIET = [
+    "--trainer.accelerator=cpu",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+    "--figures.enabled=false",
+]
 
 
 @pytest.fixture
@@ -97,6 +103,7 @@ def test_val_check_interval_validates_within_the_epoch_and_the_run_finishes(fit,
         "--trainer.limit_train_batches=10",
         "--trainer.limit_val_batches=2",
         f"--trainer.val_check_interval={interval}",
+        "--figures.enabled=true",
         "--figures.every_n_epochs=1",
     )
     logged = scalars(Path(cli.trainer.log_dir))
@@ -105,7 +112,12 @@ def test_val_check_interval_validates_within_the_epoch_and_the_run_finishes(fit,
 
 
 def test_no_validation_at_all_finishes_with_figures_and_hparams(fit) -> None:
-    cli = fit("--trainer.max_epochs=2", "--trainer.limit_train_batches=5", "--trainer.limit_val_batches=0")
+    cli = fit(
+        "--trainer.max_epochs=2",
+        "--trainer.limit_train_batches=5",
+        "--trainer.limit_val_batches=0",
+        "--figures.enabled=true",
+    )
     run_dir = Path(cli.trainer.log_dir)
     logged = scalars(run_dir)
     assert "val/acc" not in logged and len(logged["train/acc"]) == 2
@@ -268,6 +280,7 @@ def test_csv_logger_gets_the_metrics_and_hparams_and_figures_say_they_are_skippe
     fit, caplog: pytest.LogCaptureFixture
 ) -> None:
     cli = fit(
+        "--figures.enabled=true",
         "--trainer.max_epochs=1",
         "--trainer.limit_train_batches=5",
         "--trainer.limit_val_batches=2",
@@ -284,6 +297,7 @@ def test_csv_logger_gets_the_metrics_and_hparams_and_figures_say_they_are_skippe
 
 def test_hparams_record_the_optimizer_the_scheduler_max_epochs_and_the_seed(fit) -> None:
     cli = fit(
+        "--figures.enabled=true",
         "--trainer.max_epochs=1",
         "--trainer.limit_train_batches=3",
         "--trainer.limit_val_batches=2",

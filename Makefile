@@ -6,7 +6,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= configs/dropout.yaml
-PYTEST_ARGS ?=
+# Two workers: much of the suite waits on subprocesses and DDP start-up, so the 2 cores overlap it.
+PYTEST_ARGS ?= -n 2
 
 .PHONY: install data fit test lint
 

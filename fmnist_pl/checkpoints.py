@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 import re
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -52,10 +53,32 @@ def load_checkpoint(path: Path, option: str = "--ckpt_path") -> dict[str, Any]:
     return checkpoint
 
 
-def read_hyperparameters(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The model's and the data module's hyperparameters stored in a checkpoint."""
-    checkpoint = load_checkpoint(path)
-    return dict(checkpoint.get("hyper_parameters", {})), dict(checkpoint.get("datamodule_hyper_parameters", {}))
+# The options that decide the network's shape: a checkpoint loads only into a model built with its own.
+ARCHITECTURE = ("hidden_sizes", "input_size", "num_classes")
+
+
+def check_is_ours(path: Path, checkpoint: dict[str, Any]) -> None:
+    """Raise ``CheckpointError`` unless the checkpoint holds this project's network (``net.*`` weights)."""
+    keys = list(checkpoint["state_dict"])
+    if not any(key.startswith("net.") for key in keys):
+        held = ", ".join(keys[:3]) + (", ..." if len(keys) > 3 else "") if keys else "no weights"
+        raise CheckpointError(f"--ckpt_path {path}: not a checkpoint of this project's model (it holds {held}).")
+
+
+def check_fits(path: Path, checkpoint: dict[str, Any], asked: Mapping[str, Any]) -> None:
+    """Raise ``CheckpointError`` naming the first option where the checkpoint's network and the one the
+    model's options ``asked`` would build differ, before any weight is loaded."""
+    stored = checkpoint.get("hyper_parameters", {})
+    for key in ARCHITECTURE:
+        if key in stored and key in asked and _plain(stored[key]) != _plain(asked[key]):
+            raise CheckpointError(
+                f"--ckpt_path {path}: the checkpoint has {key} {_plain(stored[key])}; the config asks for "
+                f"{_plain(asked[key])}. Give the checkpoint's own settings (or no --config), or another checkpoint."
+            )
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, (list, tuple)) else value
 
 
 class SafeLoading:

@@ -23,7 +23,7 @@ from fmnist_pl.callbacks.figures import TensorBoardFigures
 from fmnist_pl.callbacks.nonfinite import StopOnNonFiniteLoss
 from fmnist_pl.callbacks.predictions import PredictionCSV
 from fmnist_pl.callbacks.rng_state import RestoreRNGState
-from fmnist_pl.checkpoints import SafeCheckpointIO, read_hyperparameters
+from fmnist_pl.checkpoints import SafeCheckpointIO, check_fits, check_is_ours, load_checkpoint
 from fmnist_pl.data.datamodule import FashionMNISTDataModule
 from fmnist_pl.errors import ConfigError, UserError
 from fmnist_pl.hparams import public
@@ -153,8 +153,11 @@ class FashionCLI(LightningCLI):
                 print(f"--ckpt_path {ckpt_path}: {action} {resolved}", file=sys.stderr)
         else:
             resolved = Path(ckpt_path)
-        self._parser(subcommand).set_defaults(self._checkpoint_defaults(resolved, subcommand))
+        checkpoint = load_checkpoint(resolved)
+        check_is_ours(resolved, checkpoint)
+        self._parser(subcommand).set_defaults(self._checkpoint_defaults(checkpoint, resolved, subcommand))
         super().parse_arguments(parser, args)
+        check_fits(resolved, checkpoint, self.config[subcommand].model)
         self.config[subcommand]["ckpt_path"] = str(resolved)
 
     def before_instantiate_classes(self) -> None:
@@ -180,8 +183,9 @@ class FashionCLI(LightningCLI):
         # values given on the command line.
         return
 
-    def _checkpoint_defaults(self, ckpt_path: Path, subcommand: str) -> dict[str, Any]:
-        model_hparams, data_hparams = read_hyperparameters(ckpt_path)
+    def _checkpoint_defaults(self, checkpoint: dict[str, Any], ckpt_path: Path, subcommand: str) -> dict[str, Any]:
+        model_hparams = checkpoint.get("hyper_parameters", {})
+        data_hparams = checkpoint.get("datamodule_hyper_parameters", {})
         linked = {"num_classes", "input_size"}  # follow from the data module
         defaults = {f"model.{k}": v for k, v in public(model_hparams).items() if k not in linked}
         defaults |= {f"data.{k}": v for k, v in public(data_hparams).items()}

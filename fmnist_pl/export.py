@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from fmnist_pl.atomic import atomic_path
-from fmnist_pl.checkpoints import load_checkpoint
+from fmnist_pl.checkpoints import check_is_ours, load_checkpoint
 from fmnist_pl.data.classes import CLASS_NAMES, IMAGE_SHAPE
 from fmnist_pl.data.datamodule import normalization
 from fmnist_pl.data.files import ensure_files, local_source_dirs, read_split
@@ -47,6 +47,7 @@ class RawImageClassifier(nn.Module):
 def load_raw_image_classifier(ckpt_path: Path) -> tuple[RawImageClassifier, dict]:
     """The checkpoint's network with its normalization, in eval mode, and the data hyperparameters."""
     checkpoint = load_checkpoint(ckpt_path)
+    check_is_ours(ckpt_path, checkpoint)
     model_hparams = public(checkpoint.get("hyper_parameters", {}))
     data_hparams = dict(checkpoint.get("datamodule_hyper_parameters", {}))
     module = FashionClassifier(**{**model_hparams, "compile_mode": "eager"})

@@ -28,7 +28,7 @@ from fmnist_pl.data.datamodule import FashionMNISTDataModule
 from fmnist_pl.errors import ConfigError, UserError
 from fmnist_pl.hparams import public
 from fmnist_pl.module import FashionClassifier
-from fmnist_pl.runs import newest_checkpoint, run_folder_of, runs_folder
+from fmnist_pl.runs import claim_run_folder, newest_checkpoint, run_folder_of, runs_folder
 from fmnist_pl.speed import QuietProfiler
 
 # "last" and "best" are resolved here among the earlier runs: in a new process Lightning would look
@@ -163,6 +163,30 @@ class FashionCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         if torch.cuda.is_available():
             torch.set_float32_matmul_precision(self.config[self.subcommand].float32_matmul_precision)
+
+    def instantiate_classes(self) -> None:
+        """Instantiate, giving a logger that would pick its own ``version_N`` one claimed atomically
+        (``runs.claim_run_folder``): fits started at once never share a folder.
+
+        Only the first process of the first node claims: under DDP the others' loggers write nothing,
+        and Lightning takes the run folder from process 0. The run's ``config.yaml`` keeps
+        ``version: null``, so a run started again from it gets a folder of its own too.
+        """
+        trainer_config = self.config[self.subcommand].trainer
+        logger = trainer_config.get("logger")
+        init_args = logger.get("init_args") if hasattr(logger, "get") else None
+        claim = (
+            init_args is not None
+            and "version" in init_args
+            and init_args.get("version") is None
+            and rank_zero_only.rank == 0
+            and int(os.environ.get("NODE_RANK", "0")) == 0
+        )
+        if claim:
+            init_args["version"] = claim_run_folder(runs_folder(trainer_config))
+        super().instantiate_classes()
+        if claim:
+            init_args["version"] = None
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """The Trainer, reading and writing checkpoints through ``SafeCheckpointIO`` unless told otherwise,

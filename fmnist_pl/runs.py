@@ -65,6 +65,24 @@ def newest_checkpoint(folder: Path | None, alias: str) -> Path:
     return in_run[0]
 
 
+def claim_run_folder(folder: Path) -> str:
+    """Create the next free ``version_N`` under ``folder`` and return its name.
+
+    ``os.mkdir`` either creates the folder or fails because it exists, atomically, also on a file
+    system shared by several machines: so fits started at the same moment each get a folder of their
+    own. (Lightning's loggers pick N by listing the folder, and two fits can pick the same N.)
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    taken = [int(p.name.removeprefix("version_")) for p in folder.glob("version_*") if p.name[8:].isdigit()]
+    number = max(taken, default=-1) + 1
+    while True:
+        try:
+            (folder / f"version_{number}").mkdir()
+            return f"version_{number}"
+        except FileExistsError:
+            number += 1
+
+
 def run_folder_of(ckpt_path: Path) -> Path | None:
     """The run folder of a checkpoint kept in a run's ``checkpoints/`` (beside its ``config.yaml``), or None.
 

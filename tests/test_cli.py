@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -183,3 +186,32 @@ def test_unknown_options_and_wrong_types_are_the_clis_errors(
     monkeypatch.chdir(tmp_path)
     code, err = exit_of_main(args, capsys)
     assert code not in (0, None) and named in err and "Traceback" not in err
+
+
+def test_fits_started_at_once_each_get_a_folder_of_their_own(tmp_path: Path, real_data_dir: Path) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "fmnist_pl",
+        "fit",
+        "--config",
+        str(REPO / "configs" / "seed.yaml"),
+        *SMALL_RUN,
+        "--trainer.limit_train_batches=2",
+        "--trainer.limit_val_batches=1",
+        "--trainer.max_epochs=1",
+        "--figures.enabled=false",
+        f"--data.data_dir={real_data_dir}",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore"}
+    fits = [
+        subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        for _ in range(4)
+    ]
+    assert [fit.wait(timeout=300) for fit in fits] == [0, 0, 0, 0], [fit.stderr.read()[-500:] for fit in fits]
+    runs = sorted((tmp_path / "lightning_logs" / "seed").iterdir())
+    assert [run.name for run in runs] == ["version_0", "version_1", "version_2", "version_3"]
+    for run in runs:
+        assert yaml.safe_load((run / "config.yaml").read_text())["trainer"]["logger"]["init_args"]["version"] is None
+        assert len(list(run.glob("events.out.tfevents.*"))) == 1  # one run's events, not two
+        assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2

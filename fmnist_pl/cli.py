@@ -16,6 +16,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.profilers import PassThroughProfiler
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
@@ -164,30 +165,6 @@ class FashionCLI(LightningCLI):
         if torch.cuda.is_available():
             torch.set_float32_matmul_precision(self.config[self.subcommand].float32_matmul_precision)
 
-    def instantiate_classes(self) -> None:
-        """Instantiate, giving a logger that would pick its own ``version_N`` one claimed atomically
-        (``runs.claim_run_folder``): fits started at once never share a folder.
-
-        Only the first process of the first node claims: under DDP the others' loggers write nothing,
-        and Lightning takes the run folder from process 0. The run's ``config.yaml`` keeps
-        ``version: null``, so a run started again from it gets a folder of its own too.
-        """
-        trainer_config = self.config[self.subcommand].trainer
-        logger = trainer_config.get("logger")
-        init_args = logger.get("init_args") if hasattr(logger, "get") else None
-        claim = (
-            init_args is not None
-            and "version" in init_args
-            and init_args.get("version") is None
-            and rank_zero_only.rank == 0
-            and int(os.environ.get("NODE_RANK", "0")) == 0
-        )
-        if claim:
-            init_args["version"] = claim_run_folder(runs_folder(trainer_config))
-        super().instantiate_classes()
-        if claim:
-            init_args["version"] = None
-
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """The Trainer, reading and writing checkpoints through ``SafeCheckpointIO`` unless told otherwise,
         and with :class:`~fmnist_pl.speed.QuietProfiler` when no profiler is asked for.
@@ -200,7 +177,25 @@ class FashionCLI(LightningCLI):
             trainer.strategy.checkpoint_io = SafeCheckpointIO()
         if type(trainer.profiler) is PassThroughProfiler:  # no --trainer.profiler given
             trainer.profiler = QuietProfiler()
+        self._claim_run_folder(trainer)
         return trainer
+
+    @staticmethod
+    def _claim_run_folder(trainer: Trainer) -> None:
+        """Give a logger that would pick its own ``version_N`` one claimed atomically
+        (``runs.claim_run_folder``): fits started at once never share a folder.
+
+        Done once the model, the data and the trainer exist, so an option refused on the way leaves
+        no folder behind; the run's ``config.yaml`` keeps ``version: null``. Only the first process of
+        the first node claims: under DDP the others' loggers write nothing, and Lightning takes the
+        run folder from process 0.
+        """
+        logger = trainer.logger
+        if not isinstance(logger, (TensorBoardLogger, CSVLogger)) or logger._version is not None:
+            return
+        if rank_zero_only.rank != 0 or int(os.environ.get("NODE_RANK", "0")) != 0:
+            return
+        logger._version = claim_run_folder(Path(logger.root_dir))
 
     def _parse_ckpt_path(self) -> None:
         # Done in parse_arguments instead: Lightning's version lets the checkpoint silently override

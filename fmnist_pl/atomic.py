@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from fmnist_pl.errors import WriteError
 
 
 @contextmanager
@@ -15,18 +18,27 @@ def atomic_path(path: Path) -> Iterator[Path]:
     The temporary file is in the same folder (a rename is atomic only within one file system) and
     starts with a dot, so nothing that looks for ``*.ckpt`` or ``*.png`` takes it for a real file.
     On any error it is removed and ``path`` is left as it was; a process killed before the rename
-    leaves the old ``path`` intact and, at worst, a stray ``.NAME.PID.partial``.
+    leaves the old ``path`` intact and, at worst, a stray ``.NAME.PID.partial``. A folder that cannot
+    be created or a write that fails (a full disk) is a one-line ``WriteError`` naming ``path``.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         with open(tmp, "rb") as written:
             os.fsync(written.fileno())
         tmp.replace(path)
         _fsync_folder(path.parent)
+    except OSError as err:
+        raise WriteError(f"cannot write {path}: {describe(err)}; the previous file, if any, is unchanged.") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+
+
+def describe(err: OSError) -> str:
+    """``NotADirectoryError (Not a directory)``: the kind of failure and the system's words for it."""
+    return f"{type(err).__name__} ({err.strerror or err})"
 
 
 def _fsync_folder(folder: Path) -> None:

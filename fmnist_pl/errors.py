@@ -22,6 +22,10 @@ class CheckpointError(UserError):
     """A checkpoint path does not exist or is not a loadable checkpoint."""
 
 
+class WriteError(UserError):
+    """A file or folder cannot be written: a read-only or missing mount, a path below a file, a full disk."""
+
+
 class NonFiniteLossError(UserError):
     """The training loss became NaN or infinite; training stops before anything is saved."""
 

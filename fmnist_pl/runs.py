@@ -6,8 +6,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from fmnist_pl.atomic import describe
 from fmnist_pl.checkpoints import load_checkpoint
-from fmnist_pl.errors import CheckpointError
+from fmnist_pl.errors import CheckpointError, WriteError
 
 # TensorBoardLogger's and CSVLogger's default name, used when a logger is given without one.
 _DEFAULT_NAME = "lightning_logs"
@@ -72,15 +73,20 @@ def claim_run_folder(folder: Path) -> str:
     system shared by several machines: so fits started at the same moment each get a folder of their
     own. (Lightning's loggers pick N by listing the folder, and two fits can pick the same N.)
     """
-    folder.mkdir(parents=True, exist_ok=True)
     taken = [int(p.name.removeprefix("version_")) for p in folder.glob("version_*") if p.name[8:].isdigit()]
     number = max(taken, default=-1) + 1
     while True:
+        candidate = folder / f"version_{number}"
         try:
-            (folder / f"version_{number}").mkdir()
-            return f"version_{number}"
+            candidate.mkdir(parents=True)
+            return candidate.name
         except FileExistsError:
             number += 1
+        except OSError as err:
+            raise WriteError(
+                f"cannot write {candidate}: {describe(err)}; give a folder that can be written "
+                "(--trainer.logger.init_args.save_dir)."
+            ) from None
 
 
 def run_folder_of(ckpt_path: Path) -> Path | None:

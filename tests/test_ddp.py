@@ -78,3 +78,27 @@ def test_two_process_fit_and_test_see_every_image_once_and_sync_metrics(
     single_acc = cli.trainer.callback_metrics["test/acc"].item()
     assert ddp_acc == pytest.approx(single_acc, abs=1e-6)
     assert 0.3 < single_acc < 1.0  # trained: well above chance (0.1) after 55 steps
+
+
+def test_two_process_predict_writes_the_single_process_csv(
+    tmp_path: Path, trained_checkpoint: Path, real_data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PIL import Image
+
+    from fmnist_pl.data.files import raw_dir, read_split
+
+    images, _ = read_split(raw_dir(real_data_dir), "test")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, image in enumerate(images[:11]):  # odd: the two shards differ in size
+        Image.fromarray(image.numpy()).save(photos / f"{i:02d}.png")
+    common = [
+        f"--ckpt_path={trained_checkpoint}",
+        f"--data.predict_path={photos}",
+        "--trainer.enable_progress_bar=false",
+    ]
+    run_cli(["predict", *common, *DDP, f"--predictions.output={tmp_path / 'ddp.csv'}"], cwd=tmp_path, timeout=300)
+    monkeypatch.chdir(tmp_path)
+    main(["predict", *common, "--trainer.accelerator=cpu", f"--predictions.output={tmp_path / 'one.csv'}"])
+    ddp, one = (tmp_path / "ddp.csv").read_text(), (tmp_path / "one.csv").read_text()
+    assert len(one.splitlines()) == 12 and ddp == one  # a header and 11 rows, each with its own path

@@ -35,17 +35,59 @@ class PredictionCSV(BasePredictionWriter):
     def write_on_epoch_end(
         self, trainer: Trainer, pl_module: LightningModule, predictions: Sequence[Any], batch_indices: Sequence[Any]
     ) -> None:
+        probabilities = torch.cat([batch.float() for batch in predictions])
+        indices = self._dataset_indices(trainer, batch_indices, len(probabilities)).to(probabilities.device)
+        if trainer.world_size > 1:
+            probabilities, indices = gather_by_index(trainer, probabilities, indices)
+        log_dir = trainer.log_dir  # asked by every process: under DDP it is a broadcast from process 0
         if not trainer.is_global_zero:
             return
-        probabilities = torch.cat([batch.float().cpu() for batch in predictions])
+        probabilities = probabilities.cpu()
         data = trainer.datamodule
-        paths = getattr(data, "predict_paths", None) or [f"test[{i}]" for i in range(len(probabilities))]
+        all_paths = getattr(data, "predict_paths", None)
+        paths = [all_paths[i] for i in indices.tolist()] if all_paths else [f"test[{i}]" for i in indices.tolist()]
         names, _ = plots.class_names(self.lang)
-        path = Path(self.output) if self.output else Path(trainer.log_dir or ".") / "predictions.csv"
+        path = Path(self.output) if self.output else Path(log_dir or ".") / "predictions.csv"
         write_csv(path, paths, probabilities, names)
         counts = Counter(names[int(i)] for i in probabilities.argmax(1))
         summary = ", ".join(f"{name} {count}" for name, count in counts.most_common())
         print(f"wrote {path}: {len(probabilities)} images; predicted {summary}")
+
+    @staticmethod
+    def _dataset_indices(trainer: Trainer, batch_indices: Sequence[Any], count: int) -> torch.Tensor:
+        """The data set index of each of this process's predictions, in order.
+
+        Lightning records them for a DataLoader (``batch_indices``, one list per loader, one per batch);
+        the tensor path's loader visits ``sampler.indices()``, this process's shard.
+        """
+        flat = [i for loader in batch_indices for batch in loader for i in batch]
+        if len(flat) == count:
+            return torch.tensor(flat, dtype=torch.long)
+        loader = trainer.predict_dataloaders
+        sampler = getattr(loader, "sampler", None)
+        if hasattr(sampler, "indices") and len(sampler) == count:
+            return sampler.indices()
+        return torch.arange(count)
+
+
+def gather_by_index(
+    trainer: Trainer, probabilities: torch.Tensor, indices: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every process's predictions on every process, each image once (DistributedSampler repeats a
+    few to even the shards), ordered by data set index."""
+    count = torch.tensor([len(indices)], device=indices.device)
+    longest = int(trainer.strategy.all_gather(count).max())
+    padding = longest - len(indices)
+    probabilities = torch.nn.functional.pad(probabilities, (0, 0, 0, padding))
+    indices = torch.nn.functional.pad(indices, (0, padding), value=-1)
+    all_probabilities = trainer.strategy.all_gather(probabilities).flatten(0, 1)
+    all_indices = trainer.strategy.all_gather(indices).flatten()
+    order = torch.argsort(all_indices, stable=True)
+    all_indices, all_probabilities = all_indices[order], all_probabilities[order]
+    first = torch.ones_like(all_indices, dtype=torch.bool)
+    first[1:] = all_indices[1:] != all_indices[:-1]
+    keep = first & (all_indices >= 0)
+    return all_probabilities[keep], all_indices[keep]
 
 
 def write_csv(path: Path, paths: Sequence[Any], probabilities: torch.Tensor, names: Sequence[str]) -> Path:

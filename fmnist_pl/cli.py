@@ -208,7 +208,7 @@ class FashionCLI(LightningCLI):
         linked = {"num_classes", "input_size"}  # follow from the data module
         defaults = {f"model.{k}": v for k, v in public(model_hparams).items() if k not in linked}
         defaults |= {f"data.{k}": v for k, v in public(data_hparams).items()}
-        run_dir = run_folder_of(ckpt_path)
+        run_dir = run_folder_of(ckpt_path, checkpoint)
         if run_dir is not None:
             # A resumed fit goes on in the run's own folder: its curves continue, and its checkpoint
             # callbacks keep their state (Lightning drops it when the folder changes). An evaluation

@@ -89,7 +89,7 @@ def claim_run_folder(folder: Path) -> str:
             ) from None
 
 
-def run_folder_of(ckpt_path: Path) -> Path | None:
+def run_folder_of(ckpt_path: Path, checkpoint: dict[str, Any]) -> Path | None:
     """The run folder of a checkpoint kept in a run's ``checkpoints/`` (beside its ``config.yaml``), or None.
 
     Spelled as the run's checkpoint callbacks recorded their folder when that names the same place
@@ -99,7 +99,7 @@ def run_folder_of(ckpt_path: Path) -> Path | None:
     folder = ckpt_path.resolve().parent
     if folder.name != "checkpoints" or not (folder.parent / "config.yaml").is_file():
         return None
-    for state in load_checkpoint(ckpt_path).get("callbacks", {}).values():
+    for state in checkpoint.get("callbacks", {}).values():
         recorded = state.get("dirpath") if isinstance(state, dict) else None
         if recorded and Path(recorded).is_dir() and Path(recorded).resolve() == folder:
             return Path(recorded).parent

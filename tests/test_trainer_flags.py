@@ -35,8 +35,8 @@ def fit(tmp_path: Path, real_data_dir: Path, monkeypatch: pytest.MonkeyPatch):
     """``fit(*options, config=SEED)``: a fit through the CLI's entry point in ``tmp_path``; returns the CLI."""
     monkeypatch.chdir(tmp_path)
 
-    def run(*options: str, config: str = SEED, subcommand: str = "fit") -> FashionCLI:
-        return main([subcommand, "--config", config, *QUIET, f"--data.data_dir={real_data_dir}", *options])
+    def run(*options: str, config: str = SEED) -> FashionCLI:
+        return main(["fit", "--config", config, *QUIET, f"--data.data_dir={real_data_dir}", *options])
 
     return run
 

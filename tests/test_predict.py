@@ -58,8 +58,9 @@ def test_png_files_get_the_same_classes_as_the_tensors(
     printed = capsys.readouterr()
     assert f"skipped {folder / 'broken.png'}" in printed.err
     assert f"wrote {tmp_path / 'out.csv'}: 30 images" in printed.out
-    rows = read_csv(tmp_path / "out.csv")
+    *rows, broken = read_csv(tmp_path / "out.csv")
     assert [Path(r["path"]).name for r in rows] == [f"{i:02d}.png" for i in range(30)]
+    assert Path(broken["path"]).name == "broken.png" and broken["skipped"] == "not an image Pillow can read"
     model, _ = load_raw_image_classifier(checkpoint)
     expected = model(images.unsqueeze(1).float() / 255).softmax(1)
     assert [int(r["index"]) for r in rows] == expected.argmax(1).tolist()
@@ -99,9 +100,9 @@ def test_globs_folders_and_files(tmp_path: Path) -> None:
     for name in ("a.png", "b.jpg", "c.txt", "sub/d.webp"):
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_bytes(b"x")
-    assert [p.name for p in find_images(str(tmp_path))] == ["a.png", "b.jpg", "d.webp"]
-    assert [p.name for p in find_images(str(tmp_path / "*.png"))] == ["a.png"]
-    assert find_images(str(tmp_path / "c.txt")) == [tmp_path / "c.txt"]
+    assert [p.name for p in find_images(str(tmp_path))[0]] == ["a.png", "b.jpg", "d.webp"]
+    assert [p.name for p in find_images(str(tmp_path / "*.png"))[0]] == ["a.png"]
+    assert find_images(str(tmp_path / "c.txt")) == ([tmp_path / "c.txt"], [])
     with pytest.raises(DataError, match="matches no files"):
         find_images(str(tmp_path / "*.gif"))
 

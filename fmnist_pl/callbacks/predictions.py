@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,12 +16,14 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 
 from fmnist_pl import plots
 from fmnist_pl.atomic import atomic_path
+from fmnist_pl.data.image_files import Skipped
 
 TOP_K = 3
 
 
 class PredictionCSV(BasePredictionWriter):
-    """One CSV row per image: path, predicted index, class name, probability, and the top 3.
+    """One CSV row per image: path, predicted index, class name, probability, and the top 3; then
+    one row per file that could not be used, its ``skipped`` column saying why.
 
     Args:
         output: CSV file to write; by default ``predictions.csv`` in the run folder.
@@ -48,10 +51,12 @@ class PredictionCSV(BasePredictionWriter):
         paths = [all_paths[i] for i in indices.tolist()] if all_paths else [f"test[{i}]" for i in indices.tolist()]
         names, _ = plots.class_names(self.lang)
         path = Path(self.output) if self.output else Path(log_dir or ".") / "predictions.csv"
-        write_csv(path, paths, probabilities, names)
+        skipped = getattr(data, "predict_skipped", [])
+        write_csv(path, paths, probabilities, names, skipped)
         counts = Counter(names[int(i)] for i in probabilities.argmax(1))
         summary = ", ".join(f"{name} {count}" for name, count in counts.most_common())
-        print(f"wrote {path}: {len(probabilities)} images; predicted {summary}")
+        unused = f"; skipped {len(skipped)} (the CSV's skipped column says why)" if skipped else ""
+        print(f"wrote {path}: {len(probabilities)} images; predicted {summary}{unused}")
 
     @staticmethod
     def _dataset_indices(trainer: Trainer, batch_indices: Sequence[Any], count: int) -> torch.Tensor:
@@ -90,20 +95,36 @@ def gather_by_index(
     return all_probabilities[keep], all_indices[keep]
 
 
-def write_csv(path: Path, paths: Sequence[Any], probabilities: torch.Tensor, names: Sequence[str]) -> Path:
-    """The CSV, written to a temporary name and renamed, so a crash leaves no half-written file."""
+def write_csv(
+    path: Path,
+    paths: Sequence[Any],
+    probabilities: torch.Tensor,
+    names: Sequence[str],
+    skipped: Sequence[Skipped] = (),
+) -> Path:
+    """The CSV, written to a temporary name and renamed, so a crash leaves no half-written file.
+
+    It is UTF-8 whatever the file names: a name's bytes that are not UTF-8 (possible on Linux) are
+    written as ``\\xNN`` escapes.
+    """
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     header = ["path", "index", "class", "probability"]
     for rank in range(1, TOP_K + 1):
         header += [f"top{rank}_class", f"top{rank}_probability"]
-    writer.writerow(header)
+    writer.writerow([*header, "skipped"])
     top_p, top_i = probabilities.topk(TOP_K, dim=1)
     for image_path, ps, idx in zip(paths, top_p.tolist(), top_i.tolist()):
-        row = [str(image_path), idx[0], names[idx[0]], f"{ps[0]:.6f}"]
+        row = [_printable(image_path), idx[0], names[idx[0]], f"{ps[0]:.6f}"]
         for p, i in zip(ps, idx):
             row += [names[i], f"{p:.6f}"]
-        writer.writerow(row)
+        writer.writerow([*row, ""])
+    for entry in skipped:
+        writer.writerow([_printable(entry.path), *[""] * (len(header) - 1), entry.reason])
     with atomic_path(path) as tmp:
         tmp.write_text(buffer.getvalue(), encoding="utf-8")
     return path
+
+
+def _printable(path: Any) -> str:
+    return os.fsencode(str(path)).decode("utf-8", errors="backslashreplace")

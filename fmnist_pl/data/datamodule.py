@@ -21,7 +21,7 @@ from fmnist_pl.data.classes import (
 )
 from fmnist_pl.data.device_loader import DeviceLoader, EpochSampler
 from fmnist_pl.data.files import ensure_files, local_source_dirs, raw_dir, read_split
-from fmnist_pl.data.image_files import Invert, find_images, load_images
+from fmnist_pl.data.image_files import Invert, Skipped, find_images, load_images, warn_skipped
 from fmnist_pl.errors import ConfigError, check_at_least, check_range
 
 
@@ -123,6 +123,7 @@ class FashionMNISTDataModule(LightningDataModule):
         self.test_set: Dataset | TensorSplit | None = None
         self.data_seed: int | None = None
         self.predict_paths: list[Path] | None = None
+        self.predict_skipped: list[Skipped] = []
         self.predict_set: TensorSplit | None = None
 
     def prepare_data(self) -> None:
@@ -156,7 +157,10 @@ class FashionMNISTDataModule(LightningDataModule):
                 self.val_set = Subset(eval_full, val_idx.tolist())
         if stage == "predict" and self.hparams.predict_path is not None:
             if self.predict_set is None:
-                self.predict_paths, images = load_images(find_images(self.hparams.predict_path), self.hparams.invert)
+                paths, unusable = find_images(self.hparams.predict_path)
+                self.predict_paths, images, unreadable = load_images(paths, self.hparams.invert)
+                self.predict_skipped = sorted(unusable + unreadable, key=lambda entry: entry.path)
+                warn_skipped(self.predict_skipped)
                 # The loader expects uint8 like the data set's files.
                 pixels = images.squeeze(1).mul(255).round().to(torch.uint8)
                 self.predict_set = TensorSplit(pixels, torch.full((len(pixels),), -1, dtype=torch.long))

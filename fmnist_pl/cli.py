@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from argparse import RawDescriptionHelpFormatter
 from pathlib import Path
@@ -18,11 +19,13 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.profilers import PassThroughProfiler
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from fmnist_pl.callbacks.figures import TensorBoardFigures
 from fmnist_pl.callbacks.nonfinite import StopOnNonFiniteLoss
 from fmnist_pl.callbacks.predictions import PredictionCSV
+from fmnist_pl.callbacks.preemption import CheckpointOnSigterm
 from fmnist_pl.callbacks.rng_state import RestoreRNGState
 from fmnist_pl.checkpoints import SafeCheckpointIO, check_fits, check_is_ours, load_checkpoint
 from fmnist_pl.data.datamodule import FashionMNISTDataModule
@@ -102,7 +105,13 @@ class FashionCLI(LightningCLI):
                 # A config names its runs with trainer.logger.init_args.name; the rest stays as here.
                 "logger": tensorboard_logger("lightning_logs", "default"),
                 # Always added, whatever --trainer.callbacks says (LightningCLI's persistent callbacks).
-                "callbacks": [best_checkpoint(), last_checkpoint(), StopOnNonFiniteLoss(), RestoreRNGState()],
+                "callbacks": [
+                    best_checkpoint(),
+                    last_checkpoint(),
+                    StopOnNonFiniteLoss(),
+                    RestoreRNGState(),
+                    CheckpointOnSigterm(),
+                ],
             },
             # Each run has its own version folder; overwriting only matters for a fixed --trainer.logger.version.
             save_config_kwargs={"overwrite": True},
@@ -222,7 +231,8 @@ def main(args: ArgsType = None) -> FashionCLI | None:
     """Run the command line; errors the user can fix print as one line and exit with status 2.
 
     ``show`` and ``export`` are this project's own commands (no trainer); everything else is LightningCLI's.
-    Set ``FMNIST_DEBUG=1`` to get the full traceback instead.
+    Set ``FMNIST_DEBUG=1`` to get the full traceback instead. A run stopped by SIGTERM exits with
+    143 (128 + 15, as a process killed by it would) after one line saying what was saved.
     """
     argv = list(sys.argv[1:] if args is None else args)
     try:
@@ -242,3 +252,9 @@ def main(args: ArgsType = None) -> FashionCLI | None:
             raise
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    except SIGTERMException as stop:
+        # Lightning ends a stopped run with status 0; a scheduler or script must see it did not finish.
+        if rank_zero_only.rank == 0:
+            where = "".join(f" {note}" for note in getattr(stop, "__notes__", []))
+            print(f"error: stopped by SIGTERM{where}", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGTERM) from None

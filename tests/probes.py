@@ -25,6 +25,36 @@ class KillAt(Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+class SignalAt(Callback):
+    """Send this process a signal (SIGTERM by default: what SLURM, Kubernetes or ``kill`` send to
+    stop a job) at the start of batch ``batch`` of epoch ``epoch`` of training or, with
+    ``evaluation``, of validation, test or predict. The batch in progress still finishes."""
+
+    def __init__(self, epoch: int, batch: int, name: str = "SIGTERM", evaluation: bool = False) -> None:
+        self.epoch = epoch
+        self.batch = batch
+        self.signal = signal.Signals[name]
+        self.evaluation = evaluation
+
+    def _maybe_send(self, trainer: Trainer, batch_idx: int, evaluation: bool) -> None:
+        right_batch = trainer.current_epoch == self.epoch and batch_idx == self.batch
+        if evaluation == self.evaluation and right_batch and not trainer.sanity_checking:
+            os.kill(os.getpid(), self.signal)
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: object, batch_idx: int) -> None:
+        self._maybe_send(trainer, batch_idx, evaluation=False)
+
+    def on_validation_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: object, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        self._maybe_send(trainer, batch_idx, evaluation=True)
+
+    def on_test_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: object, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        self._maybe_send(trainer, batch_idx, evaluation=True)
+
+
 class PoisonAt(Callback):
     """Set one weight to NaN at the start of training batch ``batch`` of epoch ``epoch``, so the
     loss of that very step is NaN (what a too-high learning rate does, without waiting for it)."""

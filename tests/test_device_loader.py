@@ -189,3 +189,57 @@ def test_torchvision_path_shifts_training_images_only() -> None:
     moved = {tuple(data.train_transform()(picture)[0].nonzero()[0].tolist()) for _ in range(300)}
     # The one bright pixel lands within 2 pixels of where it was, in each direction.
     assert moved <= {(row, col) for row in range(8, 13) for col in range(8, 13)} and len(moved) > 15
+
+
+def test_a_resumed_epoch_yields_the_rest_of_the_epoch_with_the_same_augmentations() -> None:
+    images, labels = numbered_images(1000), torch.arange(1000)
+    whole_order, resumed_order = EpochSampler(1000, True, seed=3), EpochSampler(1000, True, seed=3)
+    whole = DeviceLoader(images, labels, whole_order, batch_size=64, flip=True, shift=2)
+    resumed = DeviceLoader(images, labels, resumed_order, batch_size=64, flip=True, shift=2)
+    whole_order.set_epoch(2)
+    resumed_order.resume_at(2, 5 * 64)
+    assert len(resumed) == len(whole) == 16  # Lightning counts the resumed epoch's batches on from 5
+    expected, got = list(whole)[5:], list(resumed)
+    assert len(got) == 11
+    for (want_x, want_y), (got_x, got_y) in zip(expected, got, strict=True):
+        torch.testing.assert_close(got_x, want_x)
+        torch.testing.assert_close(got_y, want_y)
+    resumed_order.set_epoch(3)
+    whole_order.set_epoch(3)
+    assert visited(resumed) == visited(whole)  # the next epoch is whole again
+
+
+def test_torchvision_path_flips_depend_on_seed_epoch_and_batch_not_on_the_global_generator() -> None:
+    from torch.utils.data import DataLoader, TensorDataset
+    from torchvision import transforms
+
+    from fmnist_pl.data.seeded_augmentation import SeededAugmentation
+
+    class Flipped(TensorDataset):
+        def __getitem__(self, index: int):
+            image, label = super().__getitem__(index)
+            return transforms.RandomHorizontalFlip()(image), label
+
+    data = Flipped(numbered_images(256).float(), torch.arange(256))
+
+    def epoch(seed: int, epoch: int, resume: int = 0) -> list[torch.Tensor]:
+        order = EpochSampler(256, True, seed, keyed=True)
+        order.set_epoch(epoch)
+        if resume:
+            order.resume_at(epoch, resume)
+        loader = DataLoader(
+            SeededAugmentation(data, seed), batch_size=32, sampler=order, generator=torch.Generator().manual_seed(0)
+        )
+        torch.manual_seed(len(str(resume)) * 1000 + epoch)  # the global state differs from call to call
+        before = torch.get_rng_state()
+        batches = [images for images, _ in loader]
+        assert torch.equal(torch.get_rng_state(), before)  # and is left as it was
+        return batches
+
+    first = epoch(0, 1)
+    flipped = sum(int(image[5, 27] == 255) for batch in first for image in batch)
+    assert 80 < flipped < 176  # about half of the 256
+    assert all(torch.equal(a, b) for a, b in zip(epoch(0, 1), first, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(epoch(0, 1, resume=96), first[3:], strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(epoch(0, 2), first, strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(epoch(1, 1), first, strict=True))

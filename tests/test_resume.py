@@ -81,6 +81,103 @@ def test_killed_mid_epoch_then_resumed_ends_like_an_uninterrupted_run(
     assert best == sorted(p.name for p in (run_folder(whole) / "checkpoints").glob("best-*.ckpt"))
 
 
+@pytest.mark.parametrize("loader", ["tensor", "torchvision"])
+def test_sigterm_saves_mid_epoch_exits_143_and_the_resumed_run_ends_like_an_uninterrupted_one(
+    tmp_path: Path, real_data_dir: Path, loader: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    data = f"--data.data_dir={real_data_dir}", f"--data.loader={loader}"
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    whole.mkdir(), stopped.mkdir()
+    run_main([*RUN, *data], whole, monkeypatch)
+
+    terminated = run_cli(
+        [
+            *RUN,
+            *data,
+            "--trainer.callbacks+=tests.probes.SignalAt",
+            "--trainer.callbacks.epoch=1",
+            "--trainer.callbacks.batch=9",
+        ],
+        cwd=stopped,
+        check=False,
+    )
+    assert terminated.returncode == 128 + signal.SIGTERM, terminated.stderr[-2000:]
+    last_ckpt = Path("lightning_logs") / "dropout" / "version_0" / "checkpoints" / "last.ckpt"
+    assert terminated.stderr.strip().splitlines()[-1] == (
+        f"error: stopped by SIGTERM at epoch 1, after batch 10 of 16; saved {last_ckpt}; "
+        "to go on, run the same command with --ckpt_path last"
+    )
+    saved = torch.load(stopped / last_ckpt, weights_only=True)
+    assert saved["epoch"] == 1 and saved["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]["completed"] == 10
+
+    capsys.readouterr()
+    run_main([*RUN, *data, "--ckpt_path", "last"], stopped, monkeypatch)
+    assert f"--ckpt_path last: resuming from {last_ckpt}" in capsys.readouterr().err
+    expected_last = torch.load(run_folder(whole) / "checkpoints" / "last.ckpt", weights_only=True)
+    got_last = torch.load(run_folder(stopped) / "checkpoints" / "last.ckpt", weights_only=True)
+    assert got_last["epoch"] == expected_last["epoch"] == 2
+    torch.testing.assert_close(got_last["state_dict"], expected_last["state_dict"])
+    torch.testing.assert_close(got_last["optimizer_states"], expected_last["optimizer_states"])
+    expected, got = scalars(run_folder(whole)), scalars(run_folder(stopped))
+    for tag in ("val/loss", "val/acc"):
+        torch.testing.assert_close(torch.tensor(got[tag]), torch.tensor(expected[tag]), msg=tag)
+
+
+def test_sigterm_during_validation_saves_nothing_new_and_exits_143(
+    tmp_path: Path, real_data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    probe = ["--trainer.callbacks+=tests.probes.SignalAt", "--trainer.callbacks.epoch=1", "--trainer.callbacks.batch=0"]
+    code, err = exit_of_main(
+        [*RUN, f"--data.data_dir={real_data_dir}", *probe, "--trainer.callbacks.evaluation=true"], capsys
+    )
+    last_ckpt = Path("lightning_logs") / "dropout" / "version_0" / "checkpoints" / "last.ckpt"
+    assert code == 143
+    assert err.strip().splitlines()[-1] == (
+        f"error: stopped by SIGTERM at epoch 1; {last_ckpt} holds the last completed epoch; "
+        "to go on, run the same command with --ckpt_path last"
+    )
+    assert torch.load(last_ckpt, weights_only=True)["epoch"] == 0
+
+
+def test_sigterm_during_test_exits_143(
+    trained_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    probe = ["--trainer.callbacks+=tests.probes.SignalAt", "--trainer.callbacks.epoch=0", "--trainer.callbacks.batch=0"]
+    code, err = exit_of_main(
+        [
+            "test",
+            f"--ckpt_path={trained_checkpoint}",
+            "--trainer.limit_test_batches=3",
+            *probe,
+            "--trainer.callbacks.evaluation=true",
+        ],
+        capsys,
+    )
+    assert code == 143 and err.strip().splitlines()[-1] == "error: stopped by SIGTERM"
+
+
+def test_sigusr1_under_slurm_keeps_lightnings_requeue_checkpoint(
+    tmp_path: Path, real_data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """SLURM sends SIGUSR1 before a job's time runs out; Lightning then saves ``hpc_ckpt_1.ckpt``
+    and asks ``scontrol`` to requeue the job (not on this machine: it says the requeue failed), and
+    the fit goes on. Nothing of this project's stands in its way."""
+    for name, value in {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "train", "SLURM_JOB_ID": "4242"}.items():
+        monkeypatch.setenv(name, value)
+    for name in ("SLURM_PROCID", "SLURM_LOCALID", "SLURM_NODEID"):
+        monkeypatch.setenv(name, "0")
+    probe = ["--trainer.callbacks+=tests.probes.SignalAt", "--trainer.callbacks.epoch=1", "--trainer.callbacks.batch=3"]
+    run_main(
+        [*RUN, f"--data.data_dir={real_data_dir}", *probe, "--trainer.callbacks.name=SIGUSR1"], tmp_path, monkeypatch
+    )
+    hpc = torch.load(tmp_path / "hpc_ckpt_1.ckpt", weights_only=True)
+    assert hpc["epoch"] == 1
+    last = torch.load(run_folder(tmp_path) / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 2
+
+
 def test_resume_from_last_without_earlier_runs_is_a_one_line_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:

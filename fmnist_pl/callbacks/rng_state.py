@@ -9,15 +9,16 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 
 
 class RestoreRNGState(Callback):
-    """Makes a resumed fit draw the same random numbers (dropout, the torchvision path's flips,
-    mixup) as an uninterrupted one.
+    """Makes a resumed fit draw the same random numbers (dropout, mixup, and the torchvision path's
+    flips under DDP) as an uninterrupted one.
 
     Lightning saves no random state. This callback's ``state_dict`` holds torch's CPU and CUDA
-    generator states; they are put back at the start of the next training epoch rather than when
+    generator states; they are put back when the first training batch starts rather than when
     the checkpoint is read: anything in between (the sanity check, other callbacks' ``on_fit_start``,
     making the loaders) may draw from them, and the first batch must see what it would have seen
-    uninterrupted. Every process of a DDP run holds the same state (seeded alike, drawing alike), so
-    rank 0's stands for all.
+    uninterrupted, whether the checkpoint ended an epoch or stopped in the middle of one. Every
+    process of a DDP run holds the same state (seeded alike, drawing alike), so rank 0's stands
+    for all.
     """
 
     def __init__(self) -> None:
@@ -32,7 +33,7 @@ class RestoreRNGState(Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._to_restore = state_dict
 
-    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
         if self._to_restore is None:
             return
         torch.set_rng_state(self._to_restore["torch"])

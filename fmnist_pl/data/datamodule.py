@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +23,7 @@ from fmnist_pl.data.classes import (
 from fmnist_pl.data.device_loader import DeviceLoader, EpochSampler
 from fmnist_pl.data.files import ensure_files, local_source_dirs, raw_dir, read_split
 from fmnist_pl.data.image_files import Invert, Skipped, find_images, load_images, warn_skipped
+from fmnist_pl.data.seeded_augmentation import SeededAugmentation
 from fmnist_pl.errors import ConfigError, check_at_least, check_range
 
 
@@ -125,6 +127,26 @@ class FashionMNISTDataModule(LightningDataModule):
         self.predict_paths: list[Path] | None = None
         self.predict_skipped: list[Skipped] = []
         self.predict_set: TensorSplit | None = None
+        self.resume: tuple[int, int] | None = None  # (epoch, batches done), from a checkpoint
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where training goes on from, in the checkpoint: the epoch and the batches of it done.
+
+        Lightning restores the loops' counters but starts a resumed epoch's loader from its first
+        batch; ``train_dataloader`` skips the batches done, so a fit stopped mid-epoch (SIGTERM,
+        a checkpoint every N steps) goes on with the batch it would have trained next.
+        """
+        trainer = self.trainer
+        if trainer is None or not trainer.training:
+            return {}
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        if done >= trainer.num_training_batches:
+            return {"epoch": trainer.current_epoch + 1, "batches_done": 0}
+        return {"epoch": trainer.current_epoch, "batches_done": done}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if "epoch" in state_dict:
+            self.resume = (int(state_dict["epoch"]), int(state_dict["batches_done"]))
 
     def prepare_data(self) -> None:
         if self.hparams.predict_path is not None and self.trainer is not None and self.trainer.predicting:
@@ -218,6 +240,8 @@ class FashionMNISTDataModule(LightningDataModule):
             order = EpochSampler(
                 len(split.labels), shuffle, self.data_seed, rank, world_size, even_shards=train and world_size > 1
             )
+            if train:
+                self._resume_where_stopped(order)
             mean, std = normalization(self.hparams) or (None, None)
             return DeviceLoader(
                 split.images,
@@ -233,10 +257,14 @@ class FashionMNISTDataModule(LightningDataModule):
         workers = self.hparams.num_workers
         world_size = self.trainer.world_size if self.trainer else 1
         sampler = None
+        augmenting = train and bool(self.hparams.flip or self.hparams.shift)
         if train and world_size == 1:
             # The same (seed, epoch) order as the tensor path, so resuming gives the same order.
             # (Under DDP Lightning puts in its DistributedSampler, itself a function of seed and epoch.)
-            sampler, shuffle = EpochSampler(len(split), shuffle, self.data_seed), False
+            sampler, shuffle = EpochSampler(len(split), shuffle, self.data_seed, keyed=augmenting), False
+            self._resume_where_stopped(sampler)
+        if augmenting:
+            split = SeededAugmentation(split, self.data_seed)
         return DataLoader(
             split,
             batch_size=self.hparams.batch_size,
@@ -248,6 +276,17 @@ class FashionMNISTDataModule(LightningDataModule):
             # generator, that draw leaves the global one (flips, dropout) alone.
             generator=torch.Generator().manual_seed(self.data_seed),
         )
+
+
+    def _resume_where_stopped(self, order: EpochSampler) -> None:
+        # The epoch comes from the checkpoint: when the loader is made, Lightning has not yet moved
+        # its own epoch counter past an epoch that ended just before the checkpoint.
+        if self.resume is not None:
+            epoch, batches_done = self.resume
+            order.resume_at(epoch, batches_done * self.hparams.batch_size)
+            self.resume = None
+            # Lightning looks for resumability on the loader only (a state_dict method); it is here.
+            warnings.filterwarnings("ignore", "You're resuming from a checkpoint that ended before the epoch ended")
 
 
 class TensorSplit:

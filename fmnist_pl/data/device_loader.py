@@ -25,14 +25,24 @@ class EpochSampler:
     of steps) the permutation is first cut to a multiple of ``world_size``: at most ``world_size - 1``
     examples sit out an epoch, different ones each epoch. Evaluation keeps every index.
 
-    Lightning calls ``set_epoch`` at the start of every epoch, as it does for a DataLoader's sampler.
+    Lightning calls ``set_epoch`` at the start of every epoch, as it does for a DataLoader's sampler;
+    ``len`` stays the whole epoch's after ``resume_at``, as Lightning counts the resumed epoch's
+    batches from where it stopped. With ``keyed`` it yields ``(epoch, position, index)`` for
+    ``SeededAugmentation``.
     Iterating yields the indices as ints, so it also serves as a ``DataLoader``'s sampler (the
     torchvision path), where it replaces ``RandomSampler``: that one draws its order from the global
     generator when the loader's iterator is made, which a resumed run does at another moment.
     """
 
     def __init__(
-        self, size: int, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1, even_shards: bool = False
+        self,
+        size: int,
+        shuffle: bool,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        even_shards: bool = False,
+        keyed: bool = False,
     ) -> None:
         self.size = size
         self.shuffle = shuffle
@@ -40,24 +50,40 @@ class EpochSampler:
         self.rank = rank
         self.world_size = world_size
         self.even_shards = even_shards
+        self.keyed = keyed
         self.epoch = 0
+        self.resume: tuple[int, int] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def resume_at(self, epoch: int, done: int) -> None:
+        """Go on with ``epoch`` after its first ``done`` indices (a fit resumed mid-epoch)."""
+        self.resume = (epoch, done)
+        self.epoch = epoch
+
+    def start(self) -> int:
+        """How many of the current epoch's indices were visited before a resume (0 on other epochs)."""
+        return self.resume[1] if self.resume is not None and self.resume[0] == self.epoch else 0
+
     def indices(self) -> torch.Tensor:
-        """This process's indices for the current epoch (int64, on the CPU)."""
+        """This process's indices for the current epoch still to visit (int64, on the CPU)."""
         if self.shuffle:
             order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch))
         else:
             order = torch.arange(self.size)
         if self.even_shards:
             order = order[: self.size - self.size % self.world_size]
-        return order[self.rank :: self.world_size]
+        return order[self.rank :: self.world_size][self.start() :]
 
-    def __iter__(self) -> Iterator[int]:
+    def __iter__(self) -> Iterator[int] | Iterator[tuple[int, int, int]]:
         # A generator: the order is computed at the first batch, after Lightning's set_epoch.
-        yield from self.indices().tolist()
+        indices = self.indices().tolist()
+        if not self.keyed:
+            yield from indices
+            return
+        first = self.start()
+        yield from ((self.epoch, first + position, index) for position, index in enumerate(indices))
 
     def __len__(self) -> int:
         total = self.size - self.size % self.world_size if self.even_shards else self.size
@@ -122,7 +148,7 @@ class DeviceLoader:
         device = self.images.device
         indices = self.sampler.indices().to(device)
         images, labels = self.images.index_select(0, indices), self.labels.index_select(0, indices)
-        flips, offsets = self._augmentations(len(indices), device)
+        flips, offsets = self._augmentations(device)
         if offsets is not None:
             images = shift_images(images, offsets, self.shift)
         if flips is not None:
@@ -135,19 +161,23 @@ class DeviceLoader:
             images = images.sub_(self.mean).div_(self.std)
         return images
 
-    def _augmentations(self, count: int, device: torch.device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """The epoch's flip mask ``(count,)`` and shifts ``(count, 2)`` (rows, columns), or None where off."""
+    def _augmentations(self, device: torch.device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The flip mask ``(n,)`` and shifts ``(n, 2)`` (rows, columns) of the epoch's ``n`` images still
+        to visit, or None where off."""
         if not self.flip and not self.shift:
             return None, None
         # One draw per epoch, from a generator of its own: the global RNG is left untouched, and the
-        # augmentations depend only on (seed, epoch, rank).
+        # augmentations depend only on (seed, epoch, rank). Drawn for the whole epoch, then cut, so a
+        # resumed epoch's images get what they would have got.
         order = self.sampler
         seed = (order.seed + order.epoch) * 1_000_003 + order.rank
         generator = torch.Generator(device=device).manual_seed(seed)
-        flips = torch.rand(count, generator=generator, device=device) < 0.5
+        count, start = len(order), order.start()
+        flips = torch.rand(count, generator=generator, device=device)[start:] < 0.5
         offsets = None
         if self.shift:
             offsets = torch.randint(-self.shift, self.shift + 1, (count, 2), generator=generator, device=device)
+            offsets = offsets[start:]
         return (flips if self.flip else None), offsets
 
 

@@ -54,6 +54,11 @@ class SignalAt(Callback):
     ) -> None:
         self._maybe_send(trainer, batch_idx, evaluation=True)
 
+    def on_predict_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: object, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        self._maybe_send(trainer, batch_idx, evaluation=True)
+
 
 class PoisonAt(Callback):
     """Set one weight to NaN at the start of training batch ``batch`` of epoch ``epoch``, so the

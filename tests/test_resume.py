@@ -140,22 +140,29 @@ def test_sigterm_during_validation_saves_nothing_new_and_exits_143(
     assert torch.load(last_ckpt, weights_only=True)["epoch"] == 0
 
 
-def test_sigterm_during_test_exits_143(
-    trained_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+@pytest.mark.parametrize("command", ["test", "predict"])
+def test_sigterm_during_test_or_predict_exits_143_and_writes_nothing(
+    command: str,
+    trained_checkpoint: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
 ) -> None:
     monkeypatch.chdir(tmp_path)
     probe = ["--trainer.callbacks+=tests.probes.SignalAt", "--trainer.callbacks.epoch=0", "--trainer.callbacks.batch=0"]
     code, err = exit_of_main(
         [
-            "test",
+            command,
             f"--ckpt_path={trained_checkpoint}",
-            "--trainer.limit_test_batches=3",
+            f"--trainer.limit_{command}_batches=3",
+            f"--predictions.output={tmp_path / 'out.csv'}",
             *probe,
             "--trainer.callbacks.evaluation=true",
         ],
         capsys,
     )
     assert code == 143 and err.strip().splitlines()[-1] == "error: stopped by SIGTERM"
+    assert not (tmp_path / "out.csv").exists()
 
 
 def test_sigusr1_under_slurm_keeps_lightnings_requeue_checkpoint(

@@ -13,6 +13,7 @@ from typing import Any, Literal
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from fmnist_pl import plots
 from fmnist_pl.atomic import atomic_path
@@ -34,6 +35,21 @@ class PredictionCSV(BasePredictionWriter):
         super().__init__(write_interval="epoch")
         self.output = output
         self.lang = lang
+
+    def on_predict_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        # Lightning's prediction loop, unlike its other loops, does not stop on SIGTERM (it would
+        # run on to the end and exit 0); stop it the way the others stop, before anything is written.
+        if trainer.received_sigterm:
+            raise SIGTERMException
+        super().on_predict_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
 
     def write_on_epoch_end(
         self, trainer: Trainer, pl_module: LightningModule, predictions: Sequence[Any], batch_indices: Sequence[Any]

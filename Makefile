@@ -2,6 +2,7 @@
 #   make fit    virtual environment, package, data, then fit configs/dropout.yaml (CONFIG=... for another)
 #   make test   the same environment (with the test and export extras), then the test suite
 #   make lint   ruff: lint rules and formatting (pyproject.toml), also run by CI
+#   make distill  fit the teacher (configs/teacher.yaml), then the MLP distilled from it (configs/best.yaml)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -9,7 +10,7 @@ CONFIG ?= configs/dropout.yaml
 # Two workers: much of the suite waits on subprocesses and DDP start-up, so the 2 cores overlap it.
 PYTEST_ARGS ?= -n 2
 
-.PHONY: install data fit test lint
+.PHONY: install data fit distill test lint
 
 install: $(VENV)/.installed
 
@@ -24,6 +25,10 @@ data: install
 
 fit: data
 	$(BIN)/python -m fmnist_pl fit --config $(CONFIG)
+
+distill: data
+	$(BIN)/python -m fmnist_pl fit --config configs/teacher.yaml
+	$(BIN)/python -m fmnist_pl fit --config configs/best.yaml
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -54,15 +54,15 @@ def load_checkpoint(path: Path, option: str = "--ckpt_path") -> dict[str, Any]:
 
 
 # The options that decide the network's shape: a checkpoint loads only into a model built with its own.
-ARCHITECTURE = ("hidden_sizes", "input_size", "num_classes")
+ARCHITECTURE = ("network", "hidden_sizes", "input_size", "num_classes")
 
 
-def check_is_ours(path: Path, checkpoint: dict[str, Any]) -> None:
+def check_is_ours(path: Path, checkpoint: dict[str, Any], option: str = "--ckpt_path") -> None:
     """Raise ``CheckpointError`` unless the checkpoint holds this project's network (``net.*`` weights)."""
     keys = list(checkpoint["state_dict"])
     if not any(key.startswith("net.") for key in keys):
         held = ", ".join(keys[:3]) + (", ..." if len(keys) > 3 else "") if keys else "no weights"
-        raise CheckpointError(f"--ckpt_path {path}: not a checkpoint of this project's model (it holds {held}).")
+        raise CheckpointError(f"{option} {path}: not a checkpoint of this project's model (it holds {held}).")
 
 
 def check_fits(path: Path, checkpoint: dict[str, Any], asked: Mapping[str, Any]) -> None:

@@ -44,10 +44,11 @@ class RawImageClassifier(nn.Module):
         return self.net((images - self.mean) / self.std)
 
 
-def load_raw_image_classifier(ckpt_path: Path) -> tuple[RawImageClassifier, dict]:
-    """The checkpoint's network with its normalization, in eval mode, and the data hyperparameters."""
-    checkpoint = load_checkpoint(ckpt_path)
-    check_is_ours(ckpt_path, checkpoint)
+def load_raw_image_classifier(ckpt_path: Path, option: str = "--ckpt_path") -> tuple[RawImageClassifier, dict]:
+    """The checkpoint's network with its normalization, in eval mode, and the data hyperparameters
+    (``option`` names the file's origin in errors)."""
+    checkpoint = load_checkpoint(ckpt_path, option)
+    check_is_ours(ckpt_path, checkpoint, option)
     model_hparams = public(checkpoint.get("hyper_parameters", {}))
     data_hparams = dict(checkpoint.get("datamodule_hyper_parameters", {}))
     module = FashionClassifier(**{**model_hparams, "compile_mode": "eager"})
@@ -56,8 +57,11 @@ def load_raw_image_classifier(ckpt_path: Path) -> tuple[RawImageClassifier, dict
     return wrapper.eval(), data_hparams
 
 
-def export_onnx(model: RawImageClassifier, output: Path, check_images: torch.Tensor) -> dict[str, float]:
-    """Write ``output`` atomically after onnxruntime agrees with PyTorch on ``check_images``; return the check."""
+def export_onnx(
+    model: RawImageClassifier, output: Path, check_images: torch.Tensor, check_labels: torch.Tensor | None = None
+) -> dict[str, float]:
+    """Write ``output`` atomically after onnxruntime agrees with PyTorch on ``check_images``; return the
+    check (with ``check_labels``, both runtimes' accuracy on them too)."""
     try:
         import onnx
         import onnxruntime
@@ -82,7 +86,7 @@ def export_onnx(model: RawImageClassifier, output: Path, check_images: torch.Ten
         entry = proto.metadata_props.add()
         entry.key, entry.value = "class_names", json.dumps(list(CLASS_NAMES["en"]))
         onnx.save(proto, str(tmp))
-        check = compare_with_onnxruntime(model, tmp, check_images, onnxruntime)
+        check = compare_with_onnxruntime(model, tmp, check_images, onnxruntime, check_labels)
         if check["max_abs_diff"] > MAX_LOGIT_DIFFERENCE or check["agreement"] < MIN_AGREEMENT:
             raise UserError(
                 f"export check failed: max |logit difference| {check['max_abs_diff']:.2e} "
@@ -92,19 +96,26 @@ def export_onnx(model: RawImageClassifier, output: Path, check_images: torch.Ten
     return check
 
 
-def compare_with_onnxruntime(model: nn.Module, path: Path, images: torch.Tensor, onnxruntime) -> dict[str, float]:
-    """Max absolute logit difference and class agreement between PyTorch and onnxruntime on ``images``."""
+def compare_with_onnxruntime(
+    model: nn.Module, path: Path, images: torch.Tensor, onnxruntime, labels: torch.Tensor | None = None
+) -> dict[str, float]:
+    """Max absolute logit difference and class agreement between PyTorch and onnxruntime on ``images``,
+    and with ``labels`` the accuracy of each."""
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     with torch.no_grad():
         expected = torch.cat([model(chunk) for chunk in images.split(1000)])
     actual = torch.cat(
         [torch.from_numpy(session.run(["logits"], {"images": chunk.numpy()})[0]) for chunk in images.split(1000)]
     )
-    return {
+    check = {
         "images": float(len(images)),
         "max_abs_diff": float((actual - expected).abs().max()),
         "agreement": float((actual.argmax(1) == expected.argmax(1)).double().mean()),
     }
+    if labels is not None:
+        check["pytorch_accuracy"] = float((expected.argmax(1) == labels).double().mean())
+        check["onnxruntime_accuracy"] = float((actual.argmax(1) == labels).double().mean())
+    return check
 
 
 def main(argv: list[str]) -> Path:
@@ -120,12 +131,11 @@ def main(argv: list[str]) -> Path:
     folder = ensure_files(data_dir, local_source_dirs(data_hparams.get("source_dir")), download=True)
     pixels, labels = read_split(folder, "test")
     images = pixels.unsqueeze(1).float().div(255)
-    check = export_onnx(model, args.output, images)
-    with torch.no_grad():
-        accuracy = float((torch.cat([model(c) for c in images.split(1000)]).argmax(1) == labels).double().mean())
+    check = export_onnx(model, args.output, images, labels.long())
     print(
         f"wrote {args.output} ({args.output.stat().st_size / 1024:.0f} KiB): onnxruntime vs PyTorch on "
         f"{int(check['images'])} test images: max |logit difference| {check['max_abs_diff']:.2e}, "
-        f"same class on {100 * check['agreement']:.2f}%; test accuracy {100 * accuracy:.2f}%"
+        f"same class on {100 * check['agreement']:.2f}%; test accuracy {100 * check['onnxruntime_accuracy']:.2f}% "
+        f"through onnxruntime ({100 * check['pytorch_accuracy']:.2f}% in PyTorch)"
     )
     return args.output

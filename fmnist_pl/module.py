@@ -1,4 +1,4 @@
-"""The training system: the MLP with its loss, metrics and optimizer wiring."""
+"""The training system: the network with its loss (distillation included), metrics and optimizer wiring."""
 
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
@@ -6,6 +6,7 @@ from typing import Any, Literal
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from torch import nn
 from torch.nn import functional as F
@@ -13,10 +14,12 @@ from torchmetrics import MaxMetric
 
 from fmnist_pl.checkpoints import SafeLoading
 from fmnist_pl.data.classes import IMAGE_SHAPE, INPUT_SIZE, NUM_CLASSES
+from fmnist_pl.data.datamodule import normalization
 from fmnist_pl.errors import ConfigError, check_at_least, check_range
 from fmnist_pl.hparams import describe_factory, training_settings
-from fmnist_pl.model import MLP, FlipAveraged, compile_network
+from fmnist_pl.model import CNN, MLP, FlipAveraged, compile_network
 from fmnist_pl.speed import CheapHookBookkeeping
+from fmnist_pl.techniques.distillation import Distillation
 from fmnist_pl.techniques.epoch_metrics import EpochMetrics
 from fmnist_pl.techniques.mixup import Mixup
 
@@ -57,6 +60,14 @@ class FashionClassifier(SafeLoading, CheapHookBookkeeping, LightningModule):
             one way everywhere (the last two through ``torch.compile``).
         input_size: Values per image (linked from the data module).
         num_classes: Number of classes (linked from the data module).
+        network: ``mlp`` (the tutorial's fully connected network, ``hidden_sizes`` wide) or ``cnn``
+            (two convolution blocks, then fully connected layers ``hidden_sizes`` wide: the teacher).
+        teacher: Distil from this trained classifier: its checkpoint, or a run name's folder such as
+            ``lightning_logs/teacher`` (the newest run's best checkpoint). Read when fit starts; its
+            logits for every training image (and mirror image, with flips) are computed once then
+            on the tensor path without shifts, otherwise it scores each augmented batch. None: no teacher.
+        distill_temperature: Temperature T of the softened distributions; above 0.
+        distill_weight: Weight of the distillation term, in [0, 1]; the label loss gets the rest.
     """
 
     def __init__(
@@ -73,9 +84,16 @@ class FashionClassifier(SafeLoading, CheapHookBookkeeping, LightningModule):
         compile_mode: Literal["auto", "eager", "default", "reduce-overhead"] = "auto",
         input_size: int = INPUT_SIZE,
         num_classes: int = NUM_CLASSES,
+        network: Literal["mlp", "cnn"] = "mlp",
+        teacher: str | None = None,
+        distill_temperature: float = 4.0,
+        distill_weight: float = 0.5,
     ) -> None:
         super().__init__()
         check_range("--model.dropout", dropout, 0.0, 1.0)
+        check_range("--model.distill_weight", distill_weight, 0.0, 1.0 + 1e-9)
+        if not distill_temperature > 0:
+            raise ConfigError(f"--model.distill_temperature must be above 0, got {distill_temperature}")
         check_range("--model.label_smoothing", label_smoothing, 0.0, 1.0)
         check_at_least("--model.mixup_alpha", mixup_alpha, 0.0)
         if not hidden_sizes or min(hidden_sizes) < 1:
@@ -85,7 +103,12 @@ class FashionClassifier(SafeLoading, CheapHookBookkeeping, LightningModule):
         # The factories are code, not data: they stay out of the checkpoint (which must load with
         # weights_only=True); optimization_hparams() describes them for the logs.
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
-        self.net = MLP(input_size, hidden_sizes, num_classes, dropout)
+        if network == "cnn":
+            self.net: nn.Module = CNN(hidden_sizes, num_classes, dropout)
+        else:
+            self.net = MLP(input_size, hidden_sizes, num_classes, dropout)
+        self.distillation = Distillation(teacher, distill_temperature, distill_weight) if teacher else None
+        self._teacher_scores_cached = False
         self.mixup = Mixup(mixup_alpha, num_classes) if mixup_alpha > 0 else None
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -118,8 +141,10 @@ class FashionClassifier(SafeLoading, CheapHookBookkeeping, LightningModule):
         scores = self(images)
         return F.cross_entropy(scores, targets), scores.argmax(dim=1), targets
 
-    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        images, targets = batch
+    def training_step(
+        self, batch: Batch | tuple[torch.Tensor, torch.Tensor, torch.Tensor], batch_idx: int
+    ) -> torch.Tensor:
+        images, targets, *cached_teacher_scores = batch
         soft_targets = None
         if self.mixup is not None:
             images, soft_targets = self.mixup(images, targets)
@@ -127,6 +152,11 @@ class FashionClassifier(SafeLoading, CheapHookBookkeeping, LightningModule):
         loss = F.cross_entropy(
             scores, targets if soft_targets is None else soft_targets, label_smoothing=self.hparams.label_smoothing
         )
+        if self.distillation is not None:
+            # Cached scores are for the loader's images; mixed ones are scored as they are.
+            cached = cached_teacher_scores and self.mixup is None
+            teacher_scores = cached_teacher_scores[0] if cached else self.distillation.scores(images)
+            loss = self.distillation.loss(loss, scores, teacher_scores)
         self.train_metrics.add(loss, scores.argmax(dim=1), targets)
         return loss
 
@@ -146,10 +176,23 @@ class FashionClassifier(SafeLoading, CheapHookBookkeeping, LightningModule):
         return self(images).softmax(dim=1)
 
     def on_fit_start(self) -> None:
+        if self.distillation is not None:
+            self._load_teacher()
         # Lightning logs the model's and data's hyperparameters; this adds the optimizer, the
         # scheduler, max_epochs and the seed, so that runs can be compared by them.
         for logger in self.loggers:
             logger.log_hyperparams(training_settings(self.trainer, self))
+
+    def _load_teacher(self) -> None:
+        datamodule = self.trainer.datamodule
+        data_hparams = getattr(datamodule, "hparams", {})
+        path = self.distillation.load(self.device, self.hparams.num_classes, normalization(data_hparams))
+        cache = getattr(datamodule, "cache_teacher_scores", None)
+        self._teacher_scores_cached = bool(cache and self.mixup is None and cache(self.distillation.scores_of_pixels))
+        how = (
+            "its logits for the training images computed once" if self._teacher_scores_cached else "scoring each batch"
+        )
+        rank_zero_info(f"distilling from {path} ({how})")
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train", self.train_metrics)
@@ -188,11 +231,13 @@ class FashionClassifier(SafeLoading, CheapHookBookkeeping, LightningModule):
         scheduler.step(metric)
 
     def optimization_hparams(self) -> dict[str, Any]:
-        """The optimizer and the scheduler with their arguments, and the scheduler's interval, flat."""
+        """The optimizer and the scheduler with their arguments, the scheduler's interval, and the
+        teacher (its file, temperature and weight) when distilling: flat."""
         described = describe_factory("optimizer", self.optimizer_factory) | describe_factory(
             "scheduler", self.scheduler_factory
         )
-        return described | {"scheduler/interval": self.hparams.scheduler_interval}
+        described |= {"scheduler/interval": self.hparams.scheduler_interval}
+        return described | (dict(self.distillation.describe()) if self.distillation is not None else {})
 
     def _log_epoch(self, stage: str, metrics: EpochMetrics) -> None:
         # Logged once per epoch, from the epoch-end hook: Lightning computes (and, under DDP, syncs)

@@ -143,3 +143,25 @@ def trained_checkpoint(tmp_path_factory: pytest.TempPathFactory, real_data_dir: 
         patch.chdir(folder)
         main(["fit", *SMALL_RUN, f"--data.data_dir={real_data_dir}", "--model.dropout=0.2", "--figures.enabled=false"])
     return folder / "lightning_logs" / "default" / "version_0" / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="session")
+def teacher_run(tmp_path_factory: pytest.TempPathFactory, real_data_dir: Path) -> Path:
+    """A teacher (teacher.yaml's CNN, narrower) fitted on a few batches; returns its run name's folder."""
+    from fmnist_pl.cli import main
+
+    folder = tmp_path_factory.mktemp("teacher")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        main(
+            [
+                "fit",
+                "--config",
+                str(REPO / "configs" / "teacher.yaml"),
+                *SMALL_RUN,
+                f"--data.data_dir={real_data_dir}",
+                "--model.hidden_sizes=[32]",
+                "--figures.enabled=false",
+            ]
+        )
+    return folder / "lightning_logs" / "teacher"

@@ -126,12 +126,14 @@ def test_same_config_twice_gives_the_same_metrics(
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
 def test_every_config_trains_briefly(
-    config: Path, tmp_path: Path, real_data_dir: Path, monkeypatch: pytest.MonkeyPatch
+    config: Path, tmp_path: Path, real_data_dir: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
     settings = yaml.safe_load(config.read_text())
     assert isinstance(settings["seed_everything"], int)
-    cli = main(["fit", "--config", str(config), *SMALL_RUN, f"--data.data_dir={real_data_dir}"])
+    # A config that distils gets a briefly trained teacher in its teacher's place.
+    teacher = [f"--model.teacher={request.getfixturevalue('teacher_run')}"] if settings["model"].get("teacher") else []
+    cli = main(["fit", "--config", str(config), *SMALL_RUN, f"--data.data_dir={real_data_dir}", *teacher])
     assert Path(cli.trainer.log_dir).resolve() == tmp_path / "lightning_logs" / config.stem / "version_0"
     assert cli.trainer.current_epoch == 2 and TRAIN_VAL_TAGS <= set(cli.trainer.callback_metrics)
 

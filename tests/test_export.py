@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -32,6 +33,9 @@ def test_export_writes_one_checked_file_that_takes_raw_images(
     run_main(["export", f"--ckpt_path={checkpoint}", f"--output={tmp_path / 'model.onnx'}"], tmp_path, monkeypatch)
     printed = capsys.readouterr().out
     assert "same class on 100.00%" in printed or "same class on 99.9" in printed
+    # Both runtimes' test accuracy, each counted from its own logits against the labels.
+    found = re.search(r"test accuracy (\d+\.\d+)% through onnxruntime \((\d+\.\d+)% in PyTorch\)", printed)
+    assert found and abs(float(found[1]) - float(found[2])) <= 0.1 and 10 < float(found[1]) <= 100
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]  # no .data file, no leftovers
     proto = onnx.load(str(tmp_path / "model.onnx"))
     metadata = {entry.key: entry.value for entry in proto.metadata_props}

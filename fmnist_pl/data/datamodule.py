@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -128,6 +128,7 @@ class FashionMNISTDataModule(LightningDataModule):
         self.predict_skipped: list[Skipped] = []
         self.predict_set: TensorSplit | None = None
         self.resume: tuple[int, int] | None = None  # (epoch, batches done), from a checkpoint
+        self.teacher_scores: tuple[torch.Tensor, torch.Tensor | None] | None = None  # cache_teacher_scores
 
     def state_dict(self) -> dict[str, Any]:
         """Where training goes on from, in the checkpoint: the epoch and the batches of it done.
@@ -252,6 +253,7 @@ class FashionMNISTDataModule(LightningDataModule):
                 shift=self.hparams.shift if train else 0,
                 mean=mean,
                 std=std,
+                teacher_scores=self.teacher_scores if train else None,
             )
         # drop_last stays False everywhere: validation and test must see every image exactly once.
         workers = self.hparams.num_workers
@@ -277,6 +279,20 @@ class FashionMNISTDataModule(LightningDataModule):
             generator=torch.Generator().manual_seed(self.data_seed),
         )
 
+
+    def cache_teacher_scores(self, score: Callable[[torch.Tensor], torch.Tensor]) -> bool:
+        """Score every training image, and its mirror image when flips are on, once with ``score``
+        (uint8 images ``(N, 28, 28)`` -> logits), and hand each training batch its images' scores.
+
+        Only the tensor path without shifts can: there each training image is a stored image or its
+        mirror. Returns False elsewhere (torchvision path, shifts); the teacher then scores each batch.
+        """
+        if not isinstance(self.train_set, TensorSplit) or self.hparams.shift:
+            return False
+        images = self.train_set.images
+        mirrored = score(images.flip(-1)) if self.hparams.flip else None
+        self.teacher_scores = (score(images), mirrored)
+        return True
 
     def _resume_where_stopped(self, order: EpochSampler) -> None:
         # The epoch comes from the checkpoint: when the loader is made, Lightning has not yet moved

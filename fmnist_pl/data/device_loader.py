@@ -103,6 +103,9 @@ class DeviceLoader:
             independently, filling with black (training only; 0: off).
         mean: normalization mean in [0, 1] pixel units, or None for no normalization.
         std: normalization standard deviation, used with ``mean``.
+        teacher_scores: a teacher's logits for every image ``(N, classes)`` and for its mirror image
+            (or None without flips), on the data's device: each batch then comes with its images'
+            logits as a third element (distillation), the mirrored ones for the flipped images.
     """
 
     # Lightning inspects a loader's ``sampler`` (calling its ``set_epoch``) and ``batch_sampler``.
@@ -118,7 +121,11 @@ class DeviceLoader:
         mean: float | None = None,
         std: float | None = None,
         shift: int = 0,
+        teacher_scores: tuple[torch.Tensor, torch.Tensor | None] | None = None,
     ) -> None:
+        if teacher_scores is not None and shift:
+            raise ValueError("teacher scores were computed for unshifted images; shifted ones need scoring per batch")
+        self.teacher_scores = teacher_scores
         self.images = images
         self.labels = labels
         self.sampler = order
@@ -131,14 +138,18 @@ class DeviceLoader:
     def __len__(self) -> int:
         return math.ceil(len(self.sampler) / self.batch_size)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        images, labels = self._epoch_pixels()
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        images, labels, scores = self._epoch_pixels()
         for start in range(0, len(labels), self.batch_size):
             stop = start + self.batch_size
-            yield self._to_float(images[start:stop]), labels[start:stop]
+            if scores is None:
+                yield self._to_float(images[start:stop]), labels[start:stop]
+            else:
+                yield self._to_float(images[start:stop]), labels[start:stop], scores[start:stop]
 
-    def _epoch_pixels(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The epoch's uint8 images in visiting order, shifted and flipped, and their labels.
+    def _epoch_pixels(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The epoch's uint8 images in visiting order, shifted and flipped, their labels, and their
+        teacher's scores if there are any.
 
         Built once per epoch with a few whole-epoch operations (one gather, one masked flip, one copy
         per shift offset), so each batch is a slice: on a 2-core CPU the per-batch gather and flip
@@ -153,7 +164,13 @@ class DeviceLoader:
             images = shift_images(images, offsets, self.shift)
         if flips is not None:
             flip_where(images, flips)
-        return images, labels
+        scores = None
+        if self.teacher_scores is not None:
+            plain, mirrored = self.teacher_scores
+            scores = plain.index_select(0, indices)
+            if flips is not None and mirrored is not None:
+                scores = torch.where(flips.unsqueeze(1), mirrored.index_select(0, indices), scores)
+        return images, labels, scores
 
     def _to_float(self, images: torch.Tensor) -> torch.Tensor:
         images = images.unsqueeze(1).float().div_(255)

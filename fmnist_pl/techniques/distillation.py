@@ -1,0 +1,117 @@
+"""Knowledge distillation: the student also learns from a trained teacher's softened predictions."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from fmnist_pl.errors import CheckpointError
+
+OPTION = "--model.teacher"
+SCORING_BATCH = 2048
+
+
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``T² · KL(softmax(teacher / T) || softmax(student / T))``, averaged over the batch (Hinton et al., 2015).
+
+    The T² keeps the term's gradients on the scale of the label loss's whatever the temperature.
+    """
+    student = F.log_softmax(student_logits.float() / temperature, dim=1)
+    teacher = F.log_softmax(teacher_logits.float() / temperature, dim=1)
+    return F.kl_div(student, teacher, log_target=True, reduction="batchmean") * temperature**2
+
+
+def resolve_teacher(spec: str) -> Path:
+    """A checkpoint file, or a run name's folder (``lightning_logs/teacher``): the newest run's best checkpoint."""
+    from fmnist_pl.runs import newest_checkpoint
+
+    path = Path(spec)
+    if path.is_dir():
+        try:
+            return newest_checkpoint(path, "best")
+        except CheckpointError:
+            raise CheckpointError(
+                f"{OPTION} {spec}: no run in this folder has a best-*.ckpt; train the teacher first "
+                "(python -m fmnist_pl fit --config configs/teacher.yaml) or give a checkpoint's path."
+            ) from None
+    return path
+
+
+class Distillation:
+    """The teacher and the distillation term of the training loss:
+    ``(1 - weight) · label loss + weight · T² · KL(teacher_T || student_T)``.
+
+    Not an ``nn.Module``, so the teacher is never a submodule of the student: it is not trained, not
+    in the optimizer and not in the student's checkpoints; ``test``, ``predict`` and ``export`` never
+    need its file. It is read (safely, through the project's checkpoint loader) when fit starts.
+
+    Args:
+        teacher: The teacher's checkpoint, or a run name's folder (the newest run's best checkpoint).
+        temperature: Softens both distributions; above 0.
+        weight: Share of the distillation term in the loss, in [0, 1].
+    """
+
+    def __init__(self, teacher: str, temperature: float, weight: float) -> None:
+        self.teacher = teacher
+        self.temperature = temperature
+        self.weight = weight
+        self.network: nn.Module | None = None
+        self.path: Path | None = None
+        self._mean, self._std = 0.0, 1.0
+
+    def load(self, device: torch.device, num_classes: int, normalization: tuple[float, float] | None) -> Path:
+        """Read the teacher onto ``device``, frozen in eval mode; ``normalization`` is the student's
+        data normalization (undone before the teacher, which applies its own). Returns its file."""
+        from fmnist_pl.export import load_raw_image_classifier
+
+        self.path = resolve_teacher(self.teacher)
+        network, _ = load_raw_image_classifier(self.path, OPTION)
+        with torch.no_grad():
+            classes = network(torch.zeros(1, 1, 28, 28)).shape[1]
+        if classes != num_classes:
+            raise CheckpointError(
+                f"{OPTION} {self.path}: the teacher scores {classes} classes; the student has {num_classes}."
+            )
+        self.network = network.to(device).eval().requires_grad_(False)
+        self._mean, self._std = normalization or (0.0, 1.0)
+        return self.path
+
+    @torch.no_grad()
+    def scores(self, images: torch.Tensor) -> torch.Tensor:
+        """The teacher's logits for a batch as the student sees it (normalized with the student's data settings)."""
+        return self._network()(images * self._std + self._mean).float()
+
+    @torch.no_grad()
+    def scores_of_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The teacher's logits ``(N, classes)`` for uint8 images ``(N, 28, 28)``, a few thousand at a time."""
+        network = self._network()
+        parts = [
+            network(pixels[start : start + SCORING_BATCH].unsqueeze(1).float().div(255)).float()
+            for start in range(0, len(pixels), SCORING_BATCH)
+        ]
+        return torch.cat(parts)
+
+    def loss(
+        self, label_loss: torch.Tensor, student_logits: torch.Tensor, teacher_logits: torch.Tensor
+    ) -> torch.Tensor:
+        """The training loss: the label loss and the distillation term, weighted."""
+        term = distillation_loss(student_logits, teacher_logits, self.temperature)
+        return (1 - self.weight) * label_loss + self.weight * term
+
+    def describe(self) -> Mapping[str, Any]:
+        """For the run's hyperparameters: which file taught it, and how."""
+        return {
+            "distillation/teacher": str(self.path or self.teacher),
+            "distillation/temperature": self.temperature,
+            "distillation/weight": self.weight,
+        }
+
+    def _network(self) -> nn.Module:
+        if self.network is None:
+            raise RuntimeError("Distillation.load() must run before the teacher scores anything")
+        return self.network

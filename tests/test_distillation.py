@@ -1,0 +1,166 @@
+"""Distillation: the loss by hand, the teacher's cached logits, a teacher-free student checkpoint,
+one-line errors for a bad teacher, and teacher then student end to end."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from fmnist_pl.data.device_loader import DeviceLoader, EpochSampler
+from fmnist_pl.export import load_raw_image_classifier
+from fmnist_pl.techniques.distillation import Distillation, distillation_loss
+
+from .conftest import REPO, SMALL_RUN, exit_of_main, run_main
+
+BEST = str(REPO / "configs" / "best.yaml")
+
+
+@pytest.mark.parametrize("temperature", [1.0, 4.0])
+def test_the_distillation_loss_is_the_formula_by_hand(temperature: float) -> None:
+    generator = torch.Generator().manual_seed(0)
+    student, teacher = torch.randn(6, 10, generator=generator), torch.randn(6, 10, generator=generator) * 3
+    labels = torch.arange(6) % 10
+    p_teacher = torch.exp(teacher / temperature) / torch.exp(teacher / temperature).sum(1, keepdim=True)
+    p_student = torch.exp(student / temperature) / torch.exp(student / temperature).sum(1, keepdim=True)
+    by_hand = (p_teacher * (p_teacher.log() - p_student.log())).sum(1).mean() * temperature**2
+    torch.testing.assert_close(distillation_loss(student, teacher, temperature), by_hand)
+    label_loss = F.cross_entropy(student, labels)
+    combined = Distillation("unused.ckpt", temperature, weight=0.7).loss(label_loss, student, teacher)
+    torch.testing.assert_close(combined, 0.3 * label_loss + 0.7 * by_hand)
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_cached_teacher_scores_equal_the_teachers_output_on_the_batch(flip: bool) -> None:
+    generator = torch.Generator().manual_seed(1)
+    pixels = torch.randint(0, 256, (300, 28, 28), dtype=torch.uint8, generator=generator)
+    weights = torch.randn(28 * 28, 10, generator=generator)
+
+    def teacher(raw: torch.Tensor) -> torch.Tensor:  # raw [0, 1] images (N, 1, 28, 28) -> logits
+        return raw.flatten(1) @ weights
+
+    def scores_of_pixels(batch: torch.Tensor) -> torch.Tensor:
+        return teacher(batch.unsqueeze(1).float() / 255)
+
+    table = (scores_of_pixels(pixels), scores_of_pixels(pixels.flip(-1)) if flip else None)
+    order = EpochSampler(300, shuffle=True, seed=0)
+    loader = DeviceLoader(pixels, torch.arange(300), order, batch_size=64, flip=flip, teacher_scores=table)
+    flipped = 0
+    for images, indices, scores in loader:
+        torch.testing.assert_close(scores, teacher(images))
+        flipped += int((~torch.isclose(scores, table[0][indices]).all(1)).sum())
+    assert (100 < flipped < 200) if flip else flipped == 0
+
+
+def test_teacher_then_student_and_the_student_needs_no_teacher_afterwards(
+    tmp_path: Path,
+    teacher_run: Path,
+    real_data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    teacher_copy = tmp_path / "teacher"
+    shutil.copytree(teacher_run, teacher_copy)
+    best_ckpt = next((teacher_copy / "version_0" / "checkpoints").glob("best-*.ckpt"))
+    capsys.readouterr()
+    run_main(
+        ["fit", "--config", BEST, *SMALL_RUN, f"--data.data_dir={real_data_dir}", f"--model.teacher={teacher_copy}"],
+        tmp_path,
+        monkeypatch,
+    )
+    assert f"distilling from {best_ckpt} (its logits for the training images computed once)" in capsys.readouterr().err
+    student_ckpt = tmp_path / "lightning_logs" / "best" / "version_0" / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(student_ckpt, weights_only=True)
+    assert {key.split(".")[0] for key in checkpoint["state_dict"]} == {"net", "val_acc_best"}
+    assert checkpoint["state_dict"]["net.layers.1.weight"].shape == (256, 784)  # the MLP, not the CNN
+    assert checkpoint["hyper_parameters"]["teacher"] == str(teacher_copy)
+
+    shutil.rmtree(teacher_copy)
+    run_main(["test", f"--ckpt_path={student_ckpt}", "--trainer.enable_progress_bar=false"], tmp_path, monkeypatch)
+    assert "test/acc" in capsys.readouterr().out
+    run_main(["export", f"--ckpt_path={student_ckpt}", f"--output={tmp_path / 'student.onnx'}"], tmp_path, monkeypatch)
+    assert (tmp_path / "student.onnx").stat().st_size > 100_000
+    student, _ = load_raw_image_classifier(student_ckpt)
+    assert student(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_an_augmented_or_mixed_batch_is_scored_by_the_teacher_itself(
+    tmp_path: Path,
+    teacher_run: Path,
+    real_data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    for extra in (["--data.shift=2"], ["--model.mixup_alpha=0.2"], ["--data.loader=torchvision"]):
+        capsys.readouterr()
+        run_main(
+            [
+                "fit",
+                "--config",
+                BEST,
+                *SMALL_RUN,
+                f"--data.data_dir={real_data_dir}",
+                f"--model.teacher={teacher_run}",
+                *extra,
+            ],
+            tmp_path,
+            monkeypatch,
+        )
+        assert "(scoring each batch)" in capsys.readouterr().err, extra
+
+
+def _other_projects_checkpoint(path: Path) -> Path:
+    torch.save({"state_dict": {"0.weight": torch.zeros(2, 2)}}, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda tmp: tmp / "missing.ckpt", "--model.teacher {}: no such file."),
+        (
+            lambda tmp: _other_projects_checkpoint(tmp / "other.ckpt"),
+            "--model.teacher {}: not a checkpoint of this project's model",
+        ),
+        (lambda tmp: tmp, "--model.teacher {}: no run in this folder has a best-*.ckpt; train the teacher first"),
+    ],
+    ids=["missing", "another-project", "no-run"],
+)
+def test_a_bad_teacher_is_a_one_line_error(
+    make,
+    expected: str,
+    tmp_path: Path,
+    real_data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    teacher = make(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    code, err = exit_of_main(
+        ["fit", "--config", BEST, *SMALL_RUN, f"--data.data_dir={real_data_dir}", f"--model.teacher={teacher}"], capsys
+    )
+    assert code == 2
+    assert err.strip().splitlines()[-1].startswith("error: " + expected.format(teacher)), err[-1500:]
+    assert not list(tmp_path.glob("lightning_logs/best/*/checkpoints/*.ckpt"))
+
+
+def test_a_teacher_of_other_classes_is_a_one_line_error(
+    tmp_path: Path, real_data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from fmnist_pl.module import FashionClassifier
+
+    module = FashionClassifier(hidden_sizes=[8], num_classes=5)
+    path = tmp_path / "five.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
+    monkeypatch.chdir(tmp_path)
+    code, err = exit_of_main(
+        ["fit", "--config", BEST, *SMALL_RUN, f"--data.data_dir={real_data_dir}", f"--model.teacher={path}"], capsys
+    )
+    assert code == 2
+    assert (
+        err.strip().splitlines()[-1]
+        == f"error: --model.teacher {path}: the teacher scores 5 classes; the student has 10."
+    )

@@ -188,7 +188,11 @@ class FashionClassifier(SafeLoading, CheapHookBookkeeping, LightningModule):
         data_hparams = getattr(datamodule, "hparams", {})
         path = self.distillation.load(self.device, self.hparams.num_classes, normalization(data_hparams))
         cache = getattr(datamodule, "cache_teacher_scores", None)
-        self._teacher_scores_cached = bool(cache and self.mixup is None and cache(self.distillation.scores_of_pixels))
+        self._teacher_scores_cached = bool(
+            cache
+            and self.mixup is None
+            and cache(self.distillation.scores_of_pixels, self.distillation.mirror_invariant)
+        )
         how = (
             "its logits for the training images computed once" if self._teacher_scores_cached else "scoring each batch"
         )

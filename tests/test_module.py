@@ -116,6 +116,10 @@ def test_hyperparameters_are_plain_data() -> None:
         "compile_mode": "auto",
         "input_size": 784,
         "num_classes": 10,
+        "network": "mlp",
+        "teacher": None,
+        "distill_temperature": 4.0,
+        "distill_weight": 0.5,
     }
 
 

@@ -280,9 +280,10 @@ class FashionMNISTDataModule(LightningDataModule):
         )
 
 
-    def cache_teacher_scores(self, score: Callable[[torch.Tensor], torch.Tensor]) -> bool:
-        """Score every training image, and its mirror image when flips are on, once with ``score``
-        (uint8 images ``(N, 28, 28)`` -> logits), and hand each training batch its images' scores.
+    def cache_teacher_scores(self, score: Callable[[torch.Tensor], torch.Tensor], mirror_invariant: bool = False) -> bool:
+        """Score every training image, and its mirror image when flips are on (unless the teacher is
+        ``mirror_invariant``), once with ``score`` (uint8 images ``(N, 28, 28)`` -> logits), and hand
+        each training batch its images' scores.
 
         Only the tensor path without shifts can: there each training image is a stored image or its
         mirror. Returns False elsewhere (torchvision path, shifts); the teacher then scores each batch.
@@ -290,7 +291,7 @@ class FashionMNISTDataModule(LightningDataModule):
         if not isinstance(self.train_set, TensorSplit) or self.hparams.shift:
             return False
         images = self.train_set.images
-        mirrored = score(images.flip(-1)) if self.hparams.flip else None
+        mirrored = score(images.flip(-1)) if self.hparams.flip and not mirror_invariant else None
         self.teacher_scores = (score(images), mirrored)
         return True
 

@@ -104,8 +104,9 @@ class DeviceLoader:
         mean: normalization mean in [0, 1] pixel units, or None for no normalization.
         std: normalization standard deviation, used with ``mean``.
         teacher_scores: a teacher's logits for every image ``(N, classes)`` and for its mirror image
-            (or None without flips), on the data's device: each batch then comes with its images'
-            logits as a third element (distillation), the mirrored ones for the flipped images.
+            (or None: without flips, or for a teacher that scores both alike), on the data's device:
+            each batch then comes with its images' logits as a third element (distillation), the
+            mirrored ones for the flipped images.
     """
 
     # Lightning inspects a loader's ``sampler`` (calling its ``set_epoch``) and ``batch_sampler``.

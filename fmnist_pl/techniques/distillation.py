@@ -81,6 +81,14 @@ class Distillation:
         self._mean, self._std = normalization or (0.0, 1.0)
         return self.path
 
+    @property
+    def mirror_invariant(self) -> bool:
+        """Whether the teacher scores an image and its mirror image alike: it averages over flips
+        (``tta_flip``), so a mirrored image's logits need not be computed apart."""
+        from fmnist_pl.model import FlipAveraged
+
+        return isinstance(getattr(self._network(), "net", None), FlipAveraged)
+
     @torch.no_grad()
     def scores(self, images: torch.Tensor) -> torch.Tensor:
         """The teacher's logits for a batch as the student sees it (normalized with the student's data settings)."""

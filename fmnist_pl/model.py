@@ -7,6 +7,18 @@ import torch
 from torch import nn
 
 
+def fully_connected(width: int, hidden_sizes: Sequence[int], num_classes: int, dropout: float) -> list[nn.Module]:
+    """Linear -> ReLU -> Dropout for each hidden layer (no Dropout at 0), then a Linear to the logits."""
+    layers: list[nn.Module] = []
+    for hidden in hidden_sizes:
+        layers += [nn.Linear(width, hidden), nn.ReLU()]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        width = hidden
+    layers.append(nn.Linear(width, num_classes))
+    return layers
+
+
 class MLP(nn.Module):
     """Flatten, then Linear -> ReLU -> Dropout for each hidden layer, then a Linear to the logits.
 
@@ -16,15 +28,7 @@ class MLP(nn.Module):
 
     def __init__(self, input_size: int, hidden_sizes: Sequence[int], num_classes: int, dropout: float = 0.0) -> None:
         super().__init__()
-        layers: list[nn.Module] = [nn.Flatten()]
-        width = input_size
-        for hidden in hidden_sizes:
-            layers += [nn.Linear(width, hidden), nn.ReLU()]
-            if dropout > 0:
-                layers.append(nn.Dropout(dropout))
-            width = hidden
-        layers.append(nn.Linear(width, num_classes))
-        self.layers = nn.Sequential(*layers)
+        self.layers = nn.Sequential(nn.Flatten(), *fully_connected(input_size, hidden_sizes, num_classes, dropout))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Map images of any shape ``(N, ...)`` with ``input_size`` values each to logits ``(N, num_classes)``."""
@@ -50,13 +54,7 @@ class CNN(nn.Module):
             width = out
         layers.append(nn.Flatten())
         width *= (28 // 2 ** len(channels)) ** 2
-        for hidden in hidden_sizes:
-            layers += [nn.Linear(width, hidden), nn.ReLU()]
-            if dropout > 0:
-                layers.append(nn.Dropout(dropout))
-            width = hidden
-        layers.append(nn.Linear(width, num_classes))
-        self.layers = nn.Sequential(*layers)
+        self.layers = nn.Sequential(*layers, *fully_connected(width, hidden_sizes, num_classes, dropout))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Map images ``(N, 1, 28, 28)`` to logits ``(N, num_classes)``."""

@@ -37,90 +37,73 @@ def run_folder(cwd: Path) -> Path:
     return cwd / "lightning_logs" / "dropout" / "version_0"
 
 
-@pytest.mark.parametrize("loader", ["tensor", "torchvision"])
-def test_killed_mid_epoch_then_resumed_ends_like_an_uninterrupted_run(
-    tmp_path: Path, real_data_dir: Path, loader: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
-) -> None:
-    data = f"--data.data_dir={real_data_dir}", f"--data.loader={loader}"
-    whole, crashed = tmp_path / "whole", tmp_path / "crashed"
-    whole.mkdir(), crashed.mkdir()
-    run_main([*RUN, *data], whole, monkeypatch)
+@pytest.fixture(scope="module", params=["tensor", "torchvision"])
+def uninterrupted(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, real_data_dir: Path):
+    """RUN on one data path, start to end without a stop: its data options and its run folder."""
+    from fmnist_pl.cli import main
 
-    killed = run_cli(
-        [
-            *RUN,
-            *data,
-            "--trainer.callbacks+=tests.probes.KillAt",
-            "--trainer.callbacks.epoch=1",
-            "--trainer.callbacks.batch=9",
-        ],
-        cwd=crashed,
-        check=False,
-    )
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    assert torch.load(run_folder(crashed) / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0
+    data = (f"--data.data_dir={real_data_dir}", f"--data.loader={request.param}")
+    whole = tmp_path_factory.mktemp(f"whole-{request.param}")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(whole)
+        main([*RUN, *data])
+    return data, run_folder(whole)
 
-    # The kill needs a process of its own; the resume is a new CLI in this one.
-    capsys.readouterr()
-    run_main([*RUN, *data, "--ckpt_path", "last"], crashed, monkeypatch)
-    expected_ckpt = Path("lightning_logs") / "dropout" / "version_0" / "checkpoints" / "last.ckpt"
-    assert f"--ckpt_path last: resuming from {expected_ckpt}" in capsys.readouterr().err
 
-    # The resumed run went on in the same folder: one run, the same checkpoints, the same curves.
-    expected, got = scalars(run_folder(whole)), scalars(run_folder(crashed))
-    for tag in EPOCH_TAGS:
+def assert_ends_like(expected_run: Path, got_run: Path, tags: tuple[str, ...] = EPOCH_TAGS) -> None:
+    """The same last checkpoint (epoch, weights, optimizer and scheduler state), best checkpoint and curves."""
+    expected, got = scalars(expected_run), scalars(got_run)
+    for tag in tags:
         assert len(got[tag]) == 3, tag
         torch.testing.assert_close(torch.tensor(got[tag]), torch.tensor(expected[tag]), msg=tag)
-    expected_last = torch.load(run_folder(whole) / "checkpoints" / "last.ckpt", weights_only=True)
-    got_last = torch.load(run_folder(crashed) / "checkpoints" / "last.ckpt", weights_only=True)
+    expected_last = torch.load(expected_run / "checkpoints" / "last.ckpt", weights_only=True)
+    got_last = torch.load(got_run / "checkpoints" / "last.ckpt", weights_only=True)
     assert got_last["epoch"] == expected_last["epoch"] == 2
     torch.testing.assert_close(got_last["state_dict"], expected_last["state_dict"])
     torch.testing.assert_close(got_last["optimizer_states"], expected_last["optimizer_states"])
     assert got_last["lr_schedulers"] == expected_last["lr_schedulers"]
-    best = sorted(p.name for p in (run_folder(crashed) / "checkpoints").glob("best-*.ckpt"))
-    assert best == sorted(p.name for p in (run_folder(whole) / "checkpoints").glob("best-*.ckpt"))
+    best = sorted(p.name for p in (got_run / "checkpoints").glob("best-*.ckpt"))
+    assert best == sorted(p.name for p in (expected_run / "checkpoints").glob("best-*.ckpt"))
 
 
-@pytest.mark.parametrize("loader", ["tensor", "torchvision"])
-def test_sigterm_saves_mid_epoch_exits_143_and_the_resumed_run_ends_like_an_uninterrupted_one(
-    tmp_path: Path, real_data_dir: Path, loader: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+def test_killed_mid_epoch_then_resumed_ends_like_an_uninterrupted_run(
+    uninterrupted, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    data = f"--data.data_dir={real_data_dir}", f"--data.loader={loader}"
-    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
-    whole.mkdir(), stopped.mkdir()
-    run_main([*RUN, *data], whole, monkeypatch)
+    data, whole = uninterrupted
+    probe = ["--trainer.callbacks+=tests.probes.KillAt", "--trainer.callbacks.epoch=1", "--trainer.callbacks.batch=9"]
+    killed = run_cli([*RUN, *data, *probe], cwd=tmp_path, check=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert torch.load(run_folder(tmp_path) / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0
 
-    terminated = run_cli(
-        [
-            *RUN,
-            *data,
-            "--trainer.callbacks+=tests.probes.SignalAt",
-            "--trainer.callbacks.epoch=1",
-            "--trainer.callbacks.batch=9",
-        ],
-        cwd=stopped,
-        check=False,
-    )
+    # The kill needs a process of its own; the resume is a new CLI in this one.
+    capsys.readouterr()
+    run_main([*RUN, *data, "--ckpt_path", "last"], tmp_path, monkeypatch)
+    expected_ckpt = Path("lightning_logs") / "dropout" / "version_0" / "checkpoints" / "last.ckpt"
+    assert f"--ckpt_path last: resuming from {expected_ckpt}" in capsys.readouterr().err
+    # The resumed run went on in the same folder: one run, the same checkpoints, the same curves.
+    assert_ends_like(whole, run_folder(tmp_path))
+
+
+def test_sigterm_saves_mid_epoch_exits_143_and_the_resumed_run_ends_like_an_uninterrupted_one(
+    uninterrupted, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    data, whole = uninterrupted
+    probe = ["--trainer.callbacks+=tests.probes.SignalAt", "--trainer.callbacks.epoch=1", "--trainer.callbacks.batch=9"]
+    terminated = run_cli([*RUN, *data, *probe], cwd=tmp_path, check=False)
     assert terminated.returncode == 128 + signal.SIGTERM, terminated.stderr[-2000:]
     last_ckpt = Path("lightning_logs") / "dropout" / "version_0" / "checkpoints" / "last.ckpt"
     assert terminated.stderr.strip().splitlines()[-1] == (
         f"error: stopped by SIGTERM at epoch 1, after batch 10 of 16; saved {last_ckpt}; "
         "to go on, run the same command with --ckpt_path last"
     )
-    saved = torch.load(stopped / last_ckpt, weights_only=True)
+    saved = torch.load(tmp_path / last_ckpt, weights_only=True)
     assert saved["epoch"] == 1 and saved["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]["completed"] == 10
 
     capsys.readouterr()
-    run_main([*RUN, *data, "--ckpt_path", "last"], stopped, monkeypatch)
+    run_main([*RUN, *data, "--ckpt_path", "last"], tmp_path, monkeypatch)
     assert f"--ckpt_path last: resuming from {last_ckpt}" in capsys.readouterr().err
-    expected_last = torch.load(run_folder(whole) / "checkpoints" / "last.ckpt", weights_only=True)
-    got_last = torch.load(run_folder(stopped) / "checkpoints" / "last.ckpt", weights_only=True)
-    assert got_last["epoch"] == expected_last["epoch"] == 2
-    torch.testing.assert_close(got_last["state_dict"], expected_last["state_dict"])
-    torch.testing.assert_close(got_last["optimizer_states"], expected_last["optimizer_states"])
-    expected, got = scalars(run_folder(whole)), scalars(run_folder(stopped))
-    for tag in ("val/loss", "val/acc"):
-        torch.testing.assert_close(torch.tensor(got[tag]), torch.tensor(expected[tag]), msg=tag)
+    # Epoch 1's train/ scalars are the mean over the batches after the resume only; the rest match.
+    assert_ends_like(whole, run_folder(tmp_path), tags=("val/loss", "val/acc", "val/acc_best"))
 
 
 def test_sigterm_during_validation_saves_nothing_new_and_exits_143(

@@ -91,7 +91,8 @@ class FashionClassifier(SafeLoading, CheapHookBookkeeping, LightningModule):
     ) -> None:
         super().__init__()
         check_range("--model.dropout", dropout, 0.0, 1.0)
-        check_range("--model.distill_weight", distill_weight, 0.0, 1.0 + 1e-9)
+        if not 0.0 <= distill_weight <= 1.0:
+            raise ConfigError(f"--model.distill_weight must be in [0, 1], got {distill_weight}")
         if not distill_temperature > 0:
             raise ConfigError(f"--model.distill_temperature must be above 0, got {distill_temperature}")
         check_range("--model.label_smoothing", label_smoothing, 0.0, 1.0)
@@ -108,7 +109,6 @@ class FashionClassifier(SafeLoading, CheapHookBookkeeping, LightningModule):
         else:
             self.net = MLP(input_size, hidden_sizes, num_classes, dropout)
         self.distillation = Distillation(teacher, distill_temperature, distill_weight) if teacher else None
-        self._teacher_scores_cached = False
         self.mixup = Mixup(mixup_alpha, num_classes) if mixup_alpha > 0 else None
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -188,14 +188,9 @@ class FashionClassifier(SafeLoading, CheapHookBookkeeping, LightningModule):
         data_hparams = getattr(datamodule, "hparams", {})
         path = self.distillation.load(self.device, self.hparams.num_classes, normalization(data_hparams))
         cache = getattr(datamodule, "cache_teacher_scores", None)
-        self._teacher_scores_cached = bool(
-            cache
-            and self.mixup is None
-            and cache(self.distillation.scores_of_pixels, self.distillation.mirror_invariant)
-        )
-        how = (
-            "its logits for the training images computed once" if self._teacher_scores_cached else "scoring each batch"
-        )
+        mirror_invariant = self.distillation.mirror_invariant
+        cached = bool(cache and self.mixup is None and cache(self.distillation.scores_of_pixels, mirror_invariant))
+        how = "its logits for the training images computed once" if cached else "scoring each batch"
         rank_zero_info(f"distilling from {path} ({how})")
 
     def on_train_epoch_end(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 from pathlib import Path
 
@@ -44,9 +45,17 @@ def uninterrupted(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
 
     data = (f"--data.data_dir={real_data_dir}", f"--data.loader={request.param}")
     whole = tmp_path_factory.mktemp(f"whole-{request.param}")
+    # Lightning's own mid-epoch checkpoint as well (at step 26: epoch 1, after its 10th batch);
+    # writing it changes nothing in the run.
+    every_n_steps = [
+        "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+        "--trainer.callbacks.every_n_train_steps=26",
+        "--trainer.callbacks.filename=mid-{step}",
+        "--trainer.callbacks.save_top_k=-1",
+    ]
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(whole)
-        main([*RUN, *data])
+        main([*RUN, *data, *every_n_steps])
     return data, run_folder(whole)
 
 
@@ -106,6 +115,18 @@ def test_sigterm_saves_mid_epoch_exits_143_and_the_resumed_run_ends_like_an_unin
     assert f"--ckpt_path last: resuming from {last_ckpt}" in capsys.readouterr().err
     # Epoch 1's train/ scalars are the mean over the batches after the resume only; the rest match.
     assert_ends_like(whole, run_folder(tmp_path), tags=("val/loss", "val/acc", "val/acc_best"))
+
+
+def test_resuming_from_lightnings_every_n_train_steps_checkpoint_ends_like_an_uninterrupted_run(
+    uninterrupted, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``ModelCheckpoint(every_n_train_steps=N)`` saves mid-epoch; resuming from it goes on with the
+    next batch (Lightning alone restarts a non-resumable loader's epoch from its first batch)."""
+    data, whole = uninterrupted
+    middle = tmp_path / "mid-step=26.ckpt"
+    shutil.copy(whole / "checkpoints" / "mid-step=26.ckpt", middle)
+    run_main([*RUN, *data, f"--ckpt_path={middle}"], tmp_path, monkeypatch)
+    assert_ends_like(whole, run_folder(tmp_path), tags=())
 
 
 def test_sigterm_during_validation_saves_nothing_new_and_exits_143(

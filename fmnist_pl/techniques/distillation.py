@@ -11,6 +11,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from fmnist_pl.errors import CheckpointError
+from fmnist_pl.model import FlipAveraged
 
 OPTION = "--model.teacher"
 SCORING_BATCH = 2048
@@ -85,8 +86,6 @@ class Distillation:
     def mirror_invariant(self) -> bool:
         """Whether the teacher scores an image and its mirror image alike: it averages over flips
         (``tta_flip``), so a mirrored image's logits need not be computed apart."""
-        from fmnist_pl.model import FlipAveraged
-
         return isinstance(getattr(self._network(), "net", None), FlipAveraged)
 
     @torch.no_grad()

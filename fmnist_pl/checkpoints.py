@@ -5,12 +5,12 @@ from __future__ import annotations
 import pickle
 import re
 import zipfile
-from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from torch import nn
 
 from fmnist_pl.atomic import atomic_path
 from fmnist_pl.errors import CheckpointError
@@ -53,32 +53,42 @@ def load_checkpoint(path: Path, option: str = "--ckpt_path") -> dict[str, Any]:
     return checkpoint
 
 
-# The options that decide the network's shape: a checkpoint loads only into a model built with its own.
-ARCHITECTURE = ("network", "hidden_sizes", "input_size", "num_classes")
-
-
 def check_is_ours(path: Path, checkpoint: dict[str, Any], option: str = "--ckpt_path") -> None:
-    """Raise ``CheckpointError`` unless the checkpoint holds this project's network (``net.*`` weights)."""
+    """Raise ``CheckpointError`` unless the checkpoint holds this project's classifier in its current
+    format: ``net.*`` weights, and the network stored as ``net`` (its class_path and init_args)."""
     keys = list(checkpoint["state_dict"])
     if not any(key.startswith("net.") for key in keys):
         held = ", ".join(keys[:3]) + (", ..." if len(keys) > 3 else "") if keys else "no weights"
         raise CheckpointError(f"{option} {path}: not a checkpoint of this project's model (it holds {held}).")
-
-
-def check_fits(path: Path, checkpoint: dict[str, Any], asked: Mapping[str, Any]) -> None:
-    """Raise ``CheckpointError`` naming the first option where the checkpoint's network and the one the
-    model's options ``asked`` would build differ, before any weight is loaded."""
     stored = checkpoint.get("hyper_parameters", {})
-    for key in ARCHITECTURE:
-        if key in stored and key in asked and _plain(stored[key]) != _plain(asked[key]):
-            raise CheckpointError(
-                f"--ckpt_path {path}: the checkpoint has {key} {_plain(stored[key])}; the config asks for "
-                f"{_plain(asked[key])}. Give the checkpoint's own settings (or no --config), or another checkpoint."
-            )
+    if "net" not in stored and ("network" in stored or "hidden_sizes" in stored):
+        raise CheckpointError(
+            f"{option} {path}: this checkpoint predates the network option --model.net (it stores "
+            "network/hidden_sizes instead); train it again with this version of fmnist_pl."
+        )
 
 
-def _plain(value: Any) -> Any:
-    return list(value) if isinstance(value, (list, tuple)) else value
+def check_fits(path: Path, checkpoint: dict[str, Any], model: nn.Module, option: str = "--ckpt_path") -> None:
+    """Raise ``CheckpointError`` naming the first weight where the checkpoint's network and ``model``'s
+    differ (a missing one, or another shape), before any weight is loaded."""
+    stored = {key: tuple(value.shape) for key, value in checkpoint["state_dict"].items() if key.startswith("net.")}
+    built = {key: tuple(value.shape) for key, value in model.state_dict().items() if key.startswith("net.")}
+    if stored == built:
+        return
+    stored_class = (checkpoint.get("hyper_parameters", {}).get("net") or {}).get("class_path")
+    built_class = f"{type(model.net).__module__}.{type(model.net).__qualname__}"
+    if stored_class and stored_class != built_class:
+        difference = f"the checkpoint holds a {stored_class}; the config builds a {built_class}"
+    else:
+        key = next(k for k in sorted(stored.keys() | built.keys()) if stored.get(k) != built.get(k))
+        difference = f"{key} is {_shape(stored.get(key))} in the checkpoint and {_shape(built.get(key))} in the config's network"
+    raise CheckpointError(
+        f"{option} {path}: {difference}. Give the checkpoint's own settings (or no --config), or another checkpoint."
+    )
+
+
+def _shape(shape: tuple[int, ...] | None) -> str:
+    return "missing" if shape is None else str(list(shape))
 
 
 class SafeLoading:

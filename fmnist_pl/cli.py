@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import torch
+from jsonargparse import lazy_instance
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.pytorch import Trainer
+from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.profilers import PassThroughProfiler
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
@@ -29,11 +29,14 @@ from fmnist_pl.callbacks.preemption import CheckpointOnSigterm
 from fmnist_pl.callbacks.rng_state import RestoreRNGState
 from fmnist_pl.checkpoints import SafeCheckpointIO, check_fits, check_is_ours, load_checkpoint
 from fmnist_pl.data.datamodule import FashionMNISTDataModule
-from fmnist_pl.errors import ConfigError, UserError
+from fmnist_pl.errors import CheckpointError, ConfigError, UserError, user_error_in
 from fmnist_pl.hparams import public
+from fmnist_pl.lightning_internals import KeepCommandLineOverCheckpoint, set_version, subcommand_parser, version_unset
+from fmnist_pl.model import MLP
 from fmnist_pl.module import FashionClassifier
 from fmnist_pl.runs import claim_run_folder, newest_checkpoint, run_folder_of, runs_folder
 from fmnist_pl.speed import QuietProfiler
+from fmnist_pl.usage import closest_option, missing_config, next_steps, optional_package_missing, quiet_unactionable
 
 # "last" and "best" are resolved here among the earlier runs: in a new process Lightning would look
 # only in the new run's empty folder (last) or fail (best). "hpc" stays Lightning's.
@@ -61,6 +64,35 @@ def last_checkpoint() -> ModelCheckpoint:
     return ModelCheckpoint(monitor=None, filename="last", enable_version_counter=False, save_on_train_epoch_end=True)
 
 
+def always_on_callbacks(checkpointing: bool) -> list[Callback]:
+    """The callbacks every run gets, whatever ``--trainer.callbacks`` says (LightningCLI's persistent
+    callbacks); with ``--trainer.enable_checkpointing false`` none that writes a checkpoint."""
+    callbacks: list[Callback] = [StopOnNonFiniteLoss(), RestoreRNGState()]
+    if checkpointing:
+        callbacks = [best_checkpoint(), last_checkpoint(), *callbacks, CheckpointOnSigterm()]
+    return callbacks
+
+
+def check_not_finished(path: Path, checkpoint: dict[str, Any], trainer_config: Any) -> None:
+    """Raise ``CheckpointError`` when resuming ``checkpoint`` would train nothing: it ended at or past
+    ``max_epochs`` or ``max_steps``. Raised before anything is written (Lightning would log a new empty
+    run and rewrite its config)."""
+    max_epochs, max_steps = trainer_config.get("max_epochs"), trainer_config.get("max_steps") or -1
+    progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {})
+    epochs_done = progress.get("current", {}).get("processed", 0)
+    steps_done = checkpoint.get("global_step", 0)
+    if max_steps != -1 and steps_done >= max_steps:
+        reached, longer = f"max_steps={max_steps} (it made {steps_done} steps)", "--trainer.max_steps"
+    elif max_steps == -1 and max_epochs not in (None, -1) and epochs_done >= max_epochs:
+        reached, longer = f"max_epochs={max_epochs} (it trained {epochs_done} epochs)", "--trainer.max_epochs"
+    else:
+        return
+    raise CheckpointError(
+        f"--ckpt_path {path}: that run is complete, it reached {reached}; nothing to resume. To train it "
+        f"longer, give the same command with a larger {longer} (a scheduler sized for the old length keeps it)."
+    )
+
+
 def tensorboard_logger(save_dir: str, name: str, version: str | None = None) -> dict[str, Any]:
     """The TensorBoardLogger every run gets unless told otherwise, as LightningCLI's ``class_path`` form.
 
@@ -76,7 +108,12 @@ def tensorboard_logger(save_dir: str, name: str, version: str | None = None) -> 
 
 
 class HintingParser(LightningArgumentParser):
-    """LightningCLI's parser; options put before the subcommand are a one-line error that says where they go."""
+    """LightningCLI's parser, with no abbreviated options, and one line for the mistakes people make most:
+    an option before the subcommand, a misspelt option (with the closest real one). The full usage
+    stays behind ``--help``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **{**kwargs, "allow_abbrev": False})
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         if "not accepted before subcommand" in message:
@@ -84,6 +121,8 @@ class HintingParser(LightningArgumentParser):
                 f"{message.strip()}: options, --config included, go after the subcommand, "
                 "e.g. `python -m fmnist_pl fit --config configs/dropout.yaml`"
             )
+        if (hint := closest_option(self, message)) is not None:
+            raise ConfigError(hint)
         super().error(message, ex)
 
 
@@ -94,7 +133,7 @@ Commands: fit, validate, test and predict (Lightning's; `python -m fmnist_pl fit
   export   one self-contained ONNX file    (`python -m fmnist_pl export --help`)"""
 
 
-class FashionCLI(LightningCLI):
+class FashionCLI(KeepCommandLineOverCheckpoint, LightningCLI):
     """LightningCLI with this project's defaults, links between data and model, and checkpoint handling."""
 
     def __init__(self, args: ArgsType = None, run: bool = True) -> None:
@@ -104,14 +143,7 @@ class FashionCLI(LightningCLI):
             trainer_defaults={
                 # A config names its runs with trainer.logger.init_args.name; the rest stays as here.
                 "logger": tensorboard_logger("lightning_logs", "default"),
-                # Always added, whatever --trainer.callbacks says (LightningCLI's persistent callbacks).
-                "callbacks": [
-                    best_checkpoint(),
-                    last_checkpoint(),
-                    StopOnNonFiniteLoss(),
-                    RestoreRNGState(),
-                    CheckpointOnSigterm(),
-                ],
+                # The persistent callbacks are added in instantiate_trainer, which knows enable_checkpointing.
             },
             # Each run has its own version folder; overwriting only matters for a fixed --trainer.logger.version.
             save_config_kwargs={"overwrite": True},
@@ -127,6 +159,8 @@ class FashionCLI(LightningCLI):
             run=run,
         )
 
+    _checkpoint: tuple[Path, dict[str, Any]] | None = None  # the --ckpt_path file, read once when parsing
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument(
             "--float32_matmul_precision",
@@ -137,8 +171,7 @@ class FashionCLI(LightningCLI):
         )
         parser.add_lightning_class_args(TensorBoardFigures, "figures")
         parser.add_lightning_class_args(PredictionCSV, "predictions")
-        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
-        parser.link_arguments("data.input_size", "model.input_size", apply_on="instantiate")
+        parser.set_defaults({"model.net": lazy_instance(MLP)})
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         """Parse; with ``--ckpt_path FILE``, parse again with the checkpoint's hyperparameters as defaults.
@@ -158,21 +191,26 @@ class FashionCLI(LightningCLI):
             return
         if ckpt_path in _RUN_ALIASES:
             resolved = newest_checkpoint(runs_folder(self.config[subcommand].trainer), ckpt_path)
-            if rank_zero_only.rank == 0:
-                action = "resuming from" if subcommand == "fit" else "loading"
-                print(f"--ckpt_path {ckpt_path}: {action} {resolved}", file=sys.stderr)
         else:
             resolved = Path(ckpt_path)
         checkpoint = load_checkpoint(resolved)
         check_is_ours(resolved, checkpoint)
-        self._parser(subcommand).set_defaults(self._checkpoint_defaults(checkpoint, resolved, subcommand))
+        if subcommand == "fit":
+            check_not_finished(resolved, checkpoint, self.config[subcommand].trainer)
+        if ckpt_path in _RUN_ALIASES and rank_zero_only.rank == 0:
+            action = "resuming from" if subcommand == "fit" else "loading"
+            print(f"--ckpt_path {ckpt_path}: {action} {resolved}", file=sys.stderr)
+        subcommand_parser(self, subcommand).set_defaults(self._checkpoint_defaults(checkpoint, resolved, subcommand))
         super().parse_arguments(parser, args)
-        check_fits(resolved, checkpoint, self.config[subcommand].model)
         self.config[subcommand]["ckpt_path"] = str(resolved)
+        self._checkpoint = (resolved, checkpoint)
+
 
     def before_instantiate_classes(self) -> None:
+        quiet_unactionable(self.subcommand)
         if torch.cuda.is_available():
-            torch.set_float32_matmul_precision(self.config[self.subcommand].float32_matmul_precision)
+            config = self.config[self.subcommand] if self.subcommand else self.config
+            torch.set_float32_matmul_precision(config.float32_matmul_precision)
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """The Trainer, reading and writing checkpoints through ``SafeCheckpointIO`` unless told otherwise,
@@ -181,6 +219,12 @@ class FashionCLI(LightningCLI):
         Set on the strategy rather than as a default of ``--trainer.plugins``, so that plugins given
         for other reasons (precision, environments) do not silently drop it.
         """
+        if self._checkpoint is not None:  # the model exists now; nothing is written before this check
+            check_fits(*self._checkpoint, self.model)
+            self._checkpoint = None  # the Trainer reads the file again itself
+        config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        checkpointing = config.trainer.get("enable_checkpointing") is not False
+        self.trainer_defaults["callbacks"] = always_on_callbacks(checkpointing)
         trainer = super().instantiate_trainer(**kwargs)
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
             trainer.strategy.checkpoint_io = SafeCheckpointIO()
@@ -200,22 +244,16 @@ class FashionCLI(LightningCLI):
         run folder from process 0.
         """
         logger = trainer.logger
-        if not isinstance(logger, (TensorBoardLogger, CSVLogger)) or logger._version is not None:
+        if logger is None or not version_unset(logger):
             return
         if rank_zero_only.rank != 0 or int(os.environ.get("NODE_RANK", "0")) != 0:
             return
-        logger._version = claim_run_folder(Path(logger.root_dir))
-
-    def _parse_ckpt_path(self) -> None:
-        # Done in parse_arguments instead: Lightning's version lets the checkpoint silently override
-        # values given on the command line.
-        return
+        set_version(logger, claim_run_folder(Path(logger.root_dir)))
 
     def _checkpoint_defaults(self, checkpoint: dict[str, Any], ckpt_path: Path, subcommand: str) -> dict[str, Any]:
         model_hparams = checkpoint.get("hyper_parameters", {})
         data_hparams = checkpoint.get("datamodule_hyper_parameters", {})
-        linked = {"num_classes", "input_size"}  # follow from the data module
-        defaults = {f"model.{k}": v for k, v in public(model_hparams).items() if k not in linked}
+        defaults = {f"model.{k}": v for k, v in public(model_hparams).items()}
         defaults |= {f"data.{k}": v for k, v in public(data_hparams).items()}
         run_dir = run_folder_of(ckpt_path, checkpoint)
         if run_dir is not None:
@@ -232,10 +270,13 @@ def main(args: ArgsType = None) -> FashionCLI | None:
 
     ``show`` and ``export`` are this project's own commands (no trainer); everything else is LightningCLI's.
     Set ``FMNIST_DEBUG=1`` to get the full traceback instead. A run stopped by SIGTERM exits with
-    143 (128 + 15, as a process killed by it would) after one line saying what was saved.
+    143 (128 + 15, as a process killed by it would) after one line saying what was saved. A finished
+    fit ends with where its run went and what to run next.
     """
     argv = list(sys.argv[1:] if args is None else args)
     try:
+        missing_config(argv)
+        quiet_unactionable(None)
         if argv[:1] == ["show"]:
             from fmnist_pl.show import main as show
 
@@ -246,11 +287,21 @@ def main(args: ArgsType = None) -> FashionCLI | None:
 
             export(argv[1:])
             return None
-        return FashionCLI(args=args)
-    except UserError as err:
-        if os.environ.get("FMNIST_DEBUG"):
+        cli = FashionCLI(args=args)
+        if cli.subcommand == "fit" and rank_zero_only.rank == 0 and not cli.trainer.interrupted:
+            print(next_steps(cli.trainer), file=sys.stderr)
+        return cli
+    except ModuleNotFoundError as err:
+        # Lightning's message for a callback or logger whose optional package is missing names the
+        # package and its pip command; the traceback around it says nothing more.
+        if os.environ.get("FMNIST_DEBUG") or (line := optional_package_missing(err)) is None:
             raise
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {line}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except (UserError, ValueError) as err:
+        if os.environ.get("FMNIST_DEBUG") or (cause := user_error_in(err)) is None:
+            raise
+        print(f"error: {cause}", file=sys.stderr)
         raise SystemExit(2) from None
     except SIGTERMException as stop:
         # Lightning ends a stopped run with status 0; a scheduler or script must see it did not finish.

@@ -40,3 +40,14 @@ def check_at_least(option: str, value: float, low: float) -> None:
     """Raise ``ConfigError`` naming ``option`` unless ``value >= low``."""
     if value < low:
         raise ConfigError(f"{option} must be at least {low}, got {value}")
+
+
+def user_error_in(error: BaseException) -> UserError | None:
+    """The ``UserError`` that ``error`` was raised from, if any: jsonargparse reports an error raised
+    while building a class given by ``class_path`` (``--model.net``) as a ValueError of its own."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, UserError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None

@@ -19,46 +19,19 @@ import torch
 from torch import nn
 
 from fmnist_pl.atomic import atomic_path
-from fmnist_pl.checkpoints import check_is_ours, load_checkpoint
-from fmnist_pl.data.classes import CLASS_NAMES, IMAGE_SHAPE
-from fmnist_pl.data.datamodule import normalization
+from fmnist_pl.checkpoints import load_checkpoint
 from fmnist_pl.data.files import ensure_files, local_source_dirs, read_split
 from fmnist_pl.errors import UserError
-from fmnist_pl.hparams import public
+from fmnist_pl.fashion_mnist import CLASS_NAMES, IMAGE_SHAPE, to_unit
+from fmnist_pl.model import Normalized
 from fmnist_pl.module import FashionClassifier
 
 MAX_LOGIT_DIFFERENCE = 1e-4
 MIN_AGREEMENT = 0.999
 
 
-class RawImageClassifier(nn.Module):
-    """The trained network with its input normalization in front: raw [0, 1] images in, logits out."""
-
-    def __init__(self, net: nn.Module, mean: float | None, std: float | None) -> None:
-        super().__init__()
-        self.net = net
-        self.register_buffer("mean", torch.tensor(0.0 if mean is None else mean))
-        self.register_buffer("std", torch.tensor(1.0 if std is None else std))
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net((images - self.mean) / self.std)
-
-
-def load_raw_image_classifier(ckpt_path: Path, option: str = "--ckpt_path") -> tuple[RawImageClassifier, dict]:
-    """The checkpoint's network with its normalization, in eval mode, and the data hyperparameters
-    (``option`` names the file's origin in errors)."""
-    checkpoint = load_checkpoint(ckpt_path, option)
-    check_is_ours(ckpt_path, checkpoint, option)
-    model_hparams = public(checkpoint.get("hyper_parameters", {}))
-    data_hparams = dict(checkpoint.get("datamodule_hyper_parameters", {}))
-    module = FashionClassifier(**{**model_hparams, "compile_mode": "eager"})
-    module.load_state_dict(checkpoint["state_dict"])
-    wrapper = RawImageClassifier(module.inference_network(), *(normalization(data_hparams) or (None, None)))
-    return wrapper.eval(), data_hparams
-
-
 def export_onnx(
-    model: RawImageClassifier, output: Path, check_images: torch.Tensor, check_labels: torch.Tensor | None = None
+    model: Normalized, output: Path, check_images: torch.Tensor, check_labels: torch.Tensor | None = None
 ) -> dict[str, float]:
     """Write ``output`` atomically after onnxruntime agrees with PyTorch on ``check_images``; return the
     check (with ``check_labels``, both runtimes' accuracy on them too)."""
@@ -124,13 +97,16 @@ def main(argv: list[str]) -> Path:
     parser.add_argument(
         "--output", type=Path, default=Path("model.onnx"), help="ONNX file to write (default: model.onnx)"
     )
-    parser.add_argument("--data_dir", help="where the test images for the check are (default: the checkpoint's)")
+    parser.add_argument(
+        "--data.data_dir", dest="data_dir", help="where the test images for the check are (default: the checkpoint's)"
+    )
     args = parser.parse_args(argv)
-    model, data_hparams = load_raw_image_classifier(args.ckpt_path)
+    model = FashionClassifier.raw_image_network(args.ckpt_path)
+    data_hparams = load_checkpoint(args.ckpt_path).get("datamodule_hyper_parameters", {})
     data_dir = args.data_dir or data_hparams.get("data_dir", "data")
     folder = ensure_files(data_dir, local_source_dirs(data_hparams.get("source_dir")), download=True)
     pixels, labels = read_split(folder, "test")
-    images = pixels.unsqueeze(1).float().div(255)
+    images = to_unit(pixels.unsqueeze(1))
     check = export_onnx(model, args.output, images, labels.long())
     print(
         f"wrote {args.output} ({args.output.stat().st_size / 1024:.0f} KiB): onnxruntime vs PyTorch on "

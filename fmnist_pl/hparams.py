@@ -48,10 +48,21 @@ def training_settings(trainer: Trainer, pl_module: LightningModule) -> dict[str,
 def run_hyperparameters(trainer: Trainer, pl_module: LightningModule) -> dict[str, Scalar]:
     """The model's and the data's hyperparameters and the training settings: flat, with plain values,
     so runs can be compared by any of them (TensorBoard's HPARAMS tab)."""
-    params: dict[str, Scalar] = {f"model/{k}": _scalar(v) for k, v in public(pl_module.hparams).items()}
+    params: dict[str, Scalar] = {}
+    for key, value in public(pl_module.hparams).items():
+        params |= _flat(f"model/{key}", value)
     if trainer.datamodule is not None:
         params |= {f"data/{k}": _scalar(v) for k, v in public(trainer.datamodule.hparams).items()}
     return params | training_settings(trainer, pl_module)
+
+
+def _flat(name: str, value: Any) -> dict[str, Scalar]:
+    """A class given by ``class_path`` and ``init_args`` (the network) as ``name`` (its class) and
+    ``name/arg`` (each argument); anything else as one plain value."""
+    if isinstance(value, Mapping) and "class_path" in value:
+        init_args = value.get("init_args") or {}
+        return {name: str(value["class_path"])} | {f"{name}/{k}": _scalar(v) for k, v in init_args.items()}
+    return {name: _scalar(value)}
 
 
 def _scalar(value: Any) -> Scalar:

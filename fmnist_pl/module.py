@@ -1,6 +1,9 @@
-"""The training system: the network with its loss (distillation included), metrics and optimizer wiring."""
+"""The training system: the injected network with its loss (distillation included), metrics and optimizer wiring."""
 
-from collections.abc import Iterable, Sequence
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -12,13 +15,12 @@ from torch import nn
 from torch.nn import functional as F
 from torchmetrics import MaxMetric
 
-from fmnist_pl.checkpoints import SafeLoading
-from fmnist_pl.data.classes import IMAGE_SHAPE, INPUT_SIZE, NUM_CLASSES
-from fmnist_pl.data.datamodule import normalization
+from fmnist_pl.checkpoints import SafeLoading, check_is_ours, load_checkpoint
 from fmnist_pl.errors import ConfigError, check_at_least, check_range
+from fmnist_pl.fashion_mnist import IMAGE_SHAPE, normalization
 from fmnist_pl.hparams import describe_factory, training_settings
-from fmnist_pl.model import CNN, MLP, FlipAveraged, compile_network
-from fmnist_pl.speed import CheapHookBookkeeping
+from fmnist_pl.lightning_internals import CheapHookBookkeeping
+from fmnist_pl.model import MLP, FlipAveraged, Normalized, compile_network, output_width
 from fmnist_pl.techniques.distillation import Distillation
 from fmnist_pl.techniques.epoch_metrics import EpochMetrics
 from fmnist_pl.techniques.mixup import Mixup
@@ -32,18 +34,20 @@ def tutorial_sgd(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
 
 
 class FashionClassifier(SafeLoading, CheapHookBookkeeping, LightningModule):
-    """An MLP classifier for FashionMNIST, trained with cross-entropy and scored with torchmetrics.
+    """A FashionMNIST classifier around an injected network, trained with cross-entropy and scored with torchmetrics.
 
     One batch per ``training_step``, automatic optimization: every Trainer flag keeps its meaning.
     Logs per epoch ``train/loss``, ``train/acc``, ``val/loss``, ``val/acc``, ``val/acc_best``,
     ``test/loss`` and ``test/acc``. Accuracy is over all samples (micro average). ``val/loss`` and
     ``test/loss`` are plain cross-entropy, the mean over the split, whatever ``label_smoothing`` is, so
     runs stay comparable; ``train/loss`` is the objective actually minimised. For an average of the
-    weights, add Lightning's ``EMAWeightAveraging`` callback (``configs/best.yaml``).
+    weights, add Lightning's ``EMAWeightAveraging`` callback (``configs/best.yaml``). The learning
+    rate is ``lr``, which Lightning's ``LearningRateFinder`` finds and sets.
 
     Args:
-        hidden_sizes: Widths of the hidden layers, e.g. ``[256, 128]``.
-        dropout: Probability of zeroing a hidden activation during training, in [0, 1).
+        net: The network: images ``(N, 1, 28, 28)`` in, one score per class out. The tutorial's MLP
+            by default (``--model.net.hidden_sizes``, ``--model.net.dropout``); ``--model.net CNN`` for
+            the convolutional teacher; any ``nn.Module`` by ``class_path``.
         label_smoothing: Label smoothing of the training loss, in [0, 1).
         mixup_alpha: Train on mixtures of two images of a batch against the same mixture of their labels,
             with the mixing weight drawn from ``Beta(alpha, alpha)`` per batch (mixup). 0 turns it off.
@@ -54,14 +58,10 @@ class FashionClassifier(SafeLoading, CheapHookBookkeeping, LightningModule):
         scheduler_interval: Step the scheduler after every ``epoch`` or after every optimizer ``step``.
         scheduler_monitor: The logged value ``ReduceLROnPlateau`` follows (any ``train/`` or ``val/``
             scalar); epochs with no validation leave a ``val/`` one alone.
-        compile_mode: How the network runs. ``auto``: ``torch.compile(mode="reduce-overhead")`` on CUDA,
-            where each step replays as CUDA graphs, and eager on the CPU, where compiling costs more
-            than it saves for a model this small. ``eager``, ``default`` and ``reduce-overhead`` force
-            one way everywhere (the last two through ``torch.compile``).
-        input_size: Values per image (linked from the data module).
-        num_classes: Number of classes (linked from the data module).
-        network: ``mlp`` (the tutorial's fully connected network, ``hidden_sizes`` wide) or ``cnn``
-            (two convolution blocks, then fully connected layers ``hidden_sizes`` wide: the teacher).
+        compile_mode: How the network runs. ``auto``: ``torch.compile(mode="reduce-overhead")`` on a
+            CUDA GPU that torch's compiler supports, where each step replays as CUDA graphs, and eager
+            elsewhere (on the CPU compiling costs more than it saves for a model this small). ``eager``,
+            ``default`` and ``reduce-overhead`` force one way everywhere (the last two through ``torch.compile``).
         teacher: Distil from this trained classifier: its checkpoint, or a run name's folder such as
             ``lightning_logs/teacher`` (the newest run's best checkpoint). Read when fit starts; its
             logits for every training image (and mirror image, with flips) are computed once then
@@ -72,8 +72,7 @@ class FashionClassifier(SafeLoading, CheapHookBookkeeping, LightningModule):
 
     def __init__(
         self,
-        hidden_sizes: Sequence[int] = (256, 128),
-        dropout: float = 0.0,
+        net: nn.Module | None = None,
         label_smoothing: float = 0.0,
         mixup_alpha: float = 0.0,
         tta_flip: bool = False,
@@ -82,45 +81,65 @@ class FashionClassifier(SafeLoading, CheapHookBookkeeping, LightningModule):
         scheduler_interval: Literal["epoch", "step"] = "epoch",
         scheduler_monitor: str = "val/loss",
         compile_mode: Literal["auto", "eager", "default", "reduce-overhead"] = "auto",
-        input_size: int = INPUT_SIZE,
-        num_classes: int = NUM_CLASSES,
-        network: Literal["mlp", "cnn"] = "mlp",
         teacher: str | None = None,
         distill_temperature: float = 4.0,
         distill_weight: float = 0.5,
     ) -> None:
         super().__init__()
-        check_range("--model.dropout", dropout, 0.0, 1.0)
         if not 0.0 <= distill_weight <= 1.0:
             raise ConfigError(f"--model.distill_weight must be in [0, 1], got {distill_weight}")
         if not distill_temperature > 0:
             raise ConfigError(f"--model.distill_temperature must be above 0, got {distill_temperature}")
         check_range("--model.label_smoothing", label_smoothing, 0.0, 1.0)
         check_at_least("--model.mixup_alpha", mixup_alpha, 0.0)
-        if not hidden_sizes or min(hidden_sizes) < 1:
-            raise ConfigError(
-                f"--model.hidden_sizes must be a non-empty list of integers >= 1, got {list(hidden_sizes)}"
-            )
         # The factories are code, not data: they stay out of the checkpoint (which must load with
-        # weights_only=True); optimization_hparams() describes them for the logs.
+        # weights_only=True); optimization_hparams() describes them for the logs. Through the CLI the
+        # network is stored as its class_path and init_args, from which Lightning rebuilds it.
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
-        if network == "cnn":
-            self.net: nn.Module = CNN(hidden_sizes, num_classes, dropout)
-        else:
-            self.net = MLP(input_size, hidden_sizes, num_classes, dropout)
+        if isinstance(self.hparams.get("net"), nn.Module):
+            del self.hparams["net"]  # built in Python: an object, not data; load_from_checkpoint then needs net=
+        self.net = net if net is not None else MLP()
+        self.num_classes = output_width(self.net)
         self.distillation = Distillation(teacher, distill_temperature, distill_weight) if teacher else None
-        self.mixup = Mixup(mixup_alpha, num_classes) if mixup_alpha > 0 else None
+        self.mixup = Mixup(mixup_alpha, self.num_classes) if mixup_alpha > 0 else None
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
+        self._lr: float | None = None  # set through `lr` (the learning-rate finder): replaces the factory's
+        self._compiled = False
         # Lets the model summary show layer shapes, and TensorBoardLogger(log_graph=True) trace the graph.
         self.example_input_array = torch.zeros(1, *IMAGE_SHAPE)
-        self.train_metrics = EpochMetrics(num_classes)
-        self.val_metrics = EpochMetrics(num_classes)
-        self.test_metrics = EpochMetrics(num_classes)
+        self.train_metrics = EpochMetrics(self.num_classes)
+        self.val_metrics = EpochMetrics(self.num_classes)
+        self.test_metrics = EpochMetrics(self.num_classes)
         # Part of the checkpoint (persistent), so a resumed run keeps the best of the epochs before it.
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)
         self._validated_since_scheduler_step = False
+
+    @classmethod
+    def raw_image_network(cls, path: Path, option: str = "--ckpt_path") -> Normalized:
+        """A checkpoint's trained network as evaluation runs it (``tta_flip`` included) with the data
+        normalization it was trained with in front, in eval mode on the CPU: [0, 1] images in, scores out.
+
+        What export writes and what a teacher scores with; ``option`` names the file's origin in errors.
+        """
+        checkpoint = load_checkpoint(path, option)
+        check_is_ours(path, checkpoint, option)
+        classifier = cls.load_from_checkpoint(path, map_location="cpu", compile_mode="eager", teacher=None)
+        stats = normalization(checkpoint.get("datamodule_hyper_parameters", {}))
+        return Normalized(classifier.inference_network(), stats).eval()
+
+    @property
+    def lr(self) -> float:
+        """The learning rate the optimizer starts from: the optimizer's own unless set here (as Lightning's
+        ``LearningRateFinder`` does; the run's hyperparameters then record it as ``optimizer/lr``)."""
+        if self._lr is not None:
+            return self._lr
+        return self.optimizer_factory([nn.Parameter(torch.zeros(1))]).param_groups[0]["lr"]
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        self._lr = float(value)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Scores ``(N, num_classes)`` for images ``(N, 1, 28, 28)``: logits, or log-probabilities with
@@ -132,8 +151,10 @@ class FashionClassifier(SafeLoading, CheapHookBookkeeping, LightningModule):
         return FlipAveraged(self.net) if self.hparams.tta_flip else self.net
 
     def configure_model(self) -> None:
-        # Called by the Trainer once the device is known: only then can "auto" decide.
-        compile_network(self.net, self.hparams.compile_mode, self.device)
+        # Called by the Trainer once the device is known (only then can "auto" decide), at every fit,
+        # validate, test and predict: the network is compiled at the first.
+        if not self._compiled:
+            self._compiled = compile_network(self.net, self.hparams.compile_mode, self.device)
 
     def model_step(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Plain cross-entropy (mean over the batch), predicted classes and targets, as evaluation scores them."""
@@ -186,7 +207,7 @@ class FashionClassifier(SafeLoading, CheapHookBookkeeping, LightningModule):
     def _load_teacher(self) -> None:
         datamodule = self.trainer.datamodule
         data_hparams = getattr(datamodule, "hparams", {})
-        path = self.distillation.load(self.device, self.hparams.num_classes, normalization(data_hparams))
+        path = self.distillation.load(self.raw_image_network, self.device, self.num_classes, normalization(data_hparams))
         cache = getattr(datamodule, "cache_teacher_scores", None)
         mirror_invariant = self.distillation.mirror_invariant
         cached = bool(cache and self.mixup is None and cache(self.distillation.scores_of_pixels, mirror_invariant))
@@ -209,6 +230,9 @@ class FashionClassifier(SafeLoading, CheapHookBookkeeping, LightningModule):
 
     def configure_optimizers(self) -> OptimizerLRScheduler:
         optimizer = self.optimizer_factory(self.net.parameters())
+        if self._lr is not None:
+            for group in optimizer.param_groups:
+                group["lr"] = self._lr
         if self.scheduler_factory is None:
             return optimizer
         scheduler = {"scheduler": self.scheduler_factory(optimizer), "interval": self.hparams.scheduler_interval}
@@ -235,6 +259,8 @@ class FashionClassifier(SafeLoading, CheapHookBookkeeping, LightningModule):
         described = describe_factory("optimizer", self.optimizer_factory) | describe_factory(
             "scheduler", self.scheduler_factory
         )
+        if self._lr is not None:
+            described["optimizer/lr"] = self._lr
         described |= {"scheduler/interval": self.hparams.scheduler_interval}
         return described | (dict(self.distillation.describe()) if self.distillation is not None else {})
 

@@ -20,7 +20,7 @@ from matplotlib import font_manager
 from matplotlib.figure import Figure
 
 from fmnist_pl.atomic import atomic_path
-from fmnist_pl.data.classes import CLASS_NAMES
+from fmnist_pl.fashion_mnist import CLASS_NAMES, Normalization
 
 _HANGUL_PROBE = "가"
 
@@ -77,12 +77,9 @@ def class_names(lang: str) -> tuple[tuple[str, ...], str | None]:
     return CLASS_NAMES["en"], None
 
 
-def to_display(images: torch.Tensor, mean: float | None, std: float | None) -> np.ndarray:
+def to_display(images: torch.Tensor, normalization: Normalization) -> np.ndarray:
     """Undo the normalization and clamp to [0, 1]: ``(N, 1, 28, 28)`` -> ``(N, 28, 28)`` float array."""
-    images = images.detach().float().cpu()
-    if mean is not None and std is not None:
-        images = images * std + mean
-    return images.clamp(0, 1).squeeze(1).numpy()
+    return normalization.undo(images.detach().float().cpu()).clamp(0, 1).squeeze(1).numpy()
 
 
 def new_figure(width: float, height: float, figure: Figure | None = None) -> Figure:

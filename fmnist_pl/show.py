@@ -17,6 +17,7 @@ from fmnist_pl import plots
 from fmnist_pl.data.device_loader import flip_where
 from fmnist_pl.data.files import ensure_files, local_source_dirs, read_split
 from fmnist_pl.errors import ConfigError
+from fmnist_pl.fashion_mnist import to_unit
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--augment", action="store_true", help="apply the training transforms (random horizontal flip)")
     parser.add_argument("--lang", choices=("en", "ko"), default="en", help="class names in English or Korean")
     parser.add_argument("--out", type=Path, help="write a PNG here instead of showing it on screen")
-    parser.add_argument("--data_dir", default="data", help="data folder, as --data.data_dir (default: data)")
+    parser.add_argument("--data.data_dir", dest="data_dir", default="data", help="data folder (default: data)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random flips with --augment")
     return parser
 
@@ -47,7 +48,7 @@ def main(argv: list[str]) -> Path | None:
         if not 1 <= args.n <= len(labels):
             raise ConfigError(f"show: --n must be in [1, {len(labels)}], got {args.n}")
         chosen = torch.arange(args.n)
-    pictures = images[chosen].float().div(255)
+    pictures = to_unit(images[chosen])
     if args.augment:
         flips = torch.rand(len(chosen), generator=torch.Generator().manual_seed(args.seed)) < 0.5
         pictures = flip_where(pictures, flips)

@@ -8,9 +8,9 @@ model. Two pieces of that bookkeeping are replaced here by cheaper equivalents t
   own ``PassThroughProfiler`` builds a generator-based context manager for every hook and every
   callback it calls, about 130 per training step; this one hands back one shared no-op context.
   Any profiler the user asks for is used as given.
-- :class:`CheapHookBookkeeping`: a LightningModule mixin. Lightning sets ``_current_fx_name`` on the
-  module around each hook, about 40 times per step, and ``nn.Module.__setattr__`` spends ~4 µs a
-  call on checks that a string never needs.
+- :class:`fmnist_pl.lightning_internals.CheapHookBookkeeping`: a LightningModule mixin that sets the
+  name of the hook being run without ``nn.Module.__setattr__``'s checks (it relies on a private name,
+  so it lives with the others).
 
 The metric updates, the other large per-step cost, are batched per epoch by
 :class:`fmnist_pl.techniques.epoch_metrics.EpochMetrics`.
@@ -19,7 +19,6 @@ The metric updates, the other large per-step cost, are batched per epoch by
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
 
 from lightning.pytorch.profilers import PassThroughProfiler
 
@@ -31,13 +30,3 @@ class QuietProfiler(PassThroughProfiler):
 
     def profile(self, action_name: str) -> AbstractContextManager:
         return _NO_OP
-
-
-class CheapHookBookkeeping:
-    """Mixin for a LightningModule: ``_current_fx_name`` is set without ``nn.Module``'s checks."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name == "_current_fx_name":
-            object.__setattr__(self, name, value)
-        else:
-            super().__setattr__(name, value)

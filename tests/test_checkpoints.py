@@ -16,7 +16,7 @@ from fmnist_pl.cli import FashionCLI, main
 from fmnist_pl.errors import CheckpointError
 from fmnist_pl.module import FashionClassifier
 
-from .conftest import REPO, SMALL_RUN, exit_of_main
+from .helpers import REPO, SMALL_RUN, exit_of_main
 
 
 class RunsCodeWhenLoaded:

@@ -13,8 +13,7 @@ import yaml
 
 from fmnist_pl.cli import main
 
-from .conftest import REPO, SMALL_RUN, exit_of_main, run_cli, run_main
-from .helpers import scalars
+from .helpers import REPO, SMALL_RUN, exit_of_main, run_cli, run_main, scalars
 
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 TRAIN_VAL_TAGS = {"train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best"}
@@ -145,14 +144,15 @@ def test_print_config_shows_the_defaults(
         run_main(["fit", "--print_config"], tmp_path, monkeypatch)
     assert exit_info.value.code in (0, None)
     printed = yaml.safe_load(capsys.readouterr().out)
-    assert printed["model"]["hidden_sizes"] == [256, 128] and printed["data"]["val_size"] == 5000
+    assert printed["model"]["net"]["class_path"] == "fmnist_pl.model.MLP"
+    assert printed["model"]["net"]["init_args"]["hidden_sizes"] == [256, 128] and printed["data"]["val_size"] == 5000
     assert printed["trainer"]["accelerator"] == "auto"
 
 
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["fit", "--model.dropout=1.5"], "--model.dropout must be in [0.0, 1.0), got 1.5"),
+        (["fit", "--model.net.dropout=1.5"], "--model.net.dropout must be in [0.0, 1.0), got 1.5"),
         (["fit", "--data.batch_size=0"], "--data.batch_size must be at least 1, got 0"),
         (["fit", "--figures.every_n_epochs=0"], "--figures.every_n_epochs must be at least 1, got 0"),
         (["fit", "--data.val_size=60000"], "--data.val_size must be in [0, 60000), got 60000"),
@@ -173,9 +173,9 @@ def test_bad_values_are_one_line_errors(
 
 
 def test_a_bad_value_from_the_real_command(tmp_path: Path) -> None:
-    result = run_cli(["fit", "--model.dropout=1.5"], cwd=tmp_path, check=False)
+    result = run_cli(["fit", "--model.net.dropout=1.5"], cwd=tmp_path, check=False)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1] == "error: --model.dropout must be in [0.0, 1.0), got 1.5"
+    assert result.stderr.strip().splitlines()[-1] == "error: --model.net.dropout must be in [0.0, 1.0), got 1.5"
 
 
 @pytest.mark.parametrize(

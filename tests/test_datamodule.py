@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from fmnist_pl.data.classes import FASHION_MNIST_MEAN, FASHION_MNIST_STD
 from fmnist_pl.data.datamodule import FashionMNISTDataModule, split_indices
 from fmnist_pl.errors import ConfigError
+from fmnist_pl.fashion_mnist import FASHION_MNIST_MEAN, FASHION_MNIST_STD
 
 LOADERS = ("tensor", "torchvision")
 

@@ -10,8 +10,7 @@ import torch
 from fmnist_pl.cli import main
 from fmnist_pl.data.datamodule import FashionMNISTDataModule
 
-from .conftest import run_cli
-from .helpers import scalars
+from .helpers import run_cli, scalars
 from .probes import fingerprint
 
 DDP = [

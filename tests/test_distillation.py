@@ -10,11 +10,13 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from fmnist_pl.data.device_loader import DeviceLoader, EpochSampler
-from fmnist_pl.export import load_raw_image_classifier
+from fmnist_pl.data.device_loader import DeviceLoader
+from fmnist_pl.data.epochs import EpochSampler
+from fmnist_pl.model import MLP
+from fmnist_pl.module import FashionClassifier
 from fmnist_pl.techniques.distillation import Distillation, distillation_loss
 
-from .conftest import REPO, SMALL_RUN, exit_of_main, run_main
+from .helpers import REPO, SMALL_RUN, exit_of_main, run_main, save_classifier_checkpoint
 
 BEST = str(REPO / "configs" / "best.yaml")
 
@@ -86,7 +88,7 @@ def test_teacher_then_student_and_the_student_needs_no_teacher_afterwards(
     assert "test/acc" in capsys.readouterr().out
     run_main(["export", f"--ckpt_path={student_ckpt}", f"--output={tmp_path / 'student.onnx'}"], tmp_path, monkeypatch)
     assert (tmp_path / "student.onnx").stat().st_size > 100_000
-    student, _ = load_raw_image_classifier(student_ckpt)
+    student = FashionClassifier.raw_image_network(student_ckpt)
     assert student(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
 
@@ -154,11 +156,7 @@ def test_a_bad_teacher_is_a_one_line_error(
 def test_a_teacher_of_other_classes_is_a_one_line_error(
     tmp_path: Path, real_data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    from fmnist_pl.module import FashionClassifier
-
-    module = FashionClassifier(hidden_sizes=[8], num_classes=5)
-    path = tmp_path / "five.ckpt"
-    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
+    path = save_classifier_checkpoint(tmp_path / "five.ckpt", MLP, hidden_sizes=[8], num_classes=5)
     monkeypatch.chdir(tmp_path)
     code, err = exit_of_main(
         ["fit", "--config", BEST, *SMALL_RUN, f"--data.data_dir={real_data_dir}", f"--model.teacher={path}"], capsys

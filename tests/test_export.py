@@ -7,16 +7,17 @@ import re
 import sys
 from pathlib import Path
 
+import lightning
 import pytest
 import torch
 
-from fmnist_pl.data.classes import CLASS_NAMES
 from fmnist_pl.errors import UserError
-from fmnist_pl.export import export_onnx, load_raw_image_classifier
+from fmnist_pl.export import export_onnx
+from fmnist_pl.fashion_mnist import CLASS_NAMES
 from fmnist_pl.model import FlipAveraged
 from fmnist_pl.module import FashionClassifier
 
-from .conftest import exit_of_main, run_main
+from .helpers import exit_of_main, run_main
 
 onnx = pytest.importorskip("onnx", reason="the export extra is not installed: pip install '.[export]' (CI installs it)")
 onnxruntime = pytest.importorskip("onnxruntime", reason="the export extra is not installed: pip install '.[export]'")
@@ -42,8 +43,8 @@ def test_export_writes_one_checked_file_that_takes_raw_images(
     assert json.loads(metadata["class_names"]) == list(CLASS_NAMES["en"])
 
     # Raw [0, 1] images in, the trained model's logits (normalization included) out, any batch size.
-    model, data = load_raw_image_classifier(checkpoint)
-    assert data["normalize"] is True
+    model = FashionClassifier.raw_image_network(checkpoint)
+    assert (model.mean.item(), model.std.item()) == pytest.approx((0.2860, 0.3530))  # the defaults, folded in
     session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
     for batch in (1, 7):
         images = torch.rand(batch, 1, 28, 28)
@@ -54,7 +55,7 @@ def test_export_writes_one_checked_file_that_takes_raw_images(
 def test_failed_check_is_an_error_and_writes_nothing(
     tmp_path: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    model, _ = load_raw_image_classifier(checkpoint)
+    model = FashionClassifier.raw_image_network(checkpoint)
     from fmnist_pl import export
 
     # A check that cannot pass (tolerance below zero) stands in for a real disagreement.
@@ -65,7 +66,7 @@ def test_failed_check_is_an_error_and_writes_nothing(
 
 
 def test_without_the_extra_export_names_it(tmp_path: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    model, _ = load_raw_image_classifier(checkpoint)
+    model = FashionClassifier.raw_image_network(checkpoint)
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
     with pytest.raises(UserError, match=r"pip install '\.\[export\]'"):
         export_onnx(model, tmp_path / "model.onnx", torch.rand(4, 1, 28, 28))
@@ -97,10 +98,11 @@ def test_export_carries_the_averaged_weights_and_the_flip_averaging(tmp_path: Pa
             "current_model_state": module.state_dict(),
             "hyper_parameters": dict(module.hparams),
             "datamodule_hyper_parameters": data,
+            "pytorch-lightning_version": lightning.__version__,
         },
         path,
     )
-    model, _ = load_raw_image_classifier(path)
+    model = FashionClassifier.raw_image_network(path)
     images = torch.rand(16, 1, 28, 28)
     expected = averaged.eval()((images - 0.25) / 0.5)
     torch.testing.assert_close(model(images), expected)

@@ -13,11 +13,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from fmnist_pl import plots
 from fmnist_pl.callbacks.figures import tag_names
-from fmnist_pl.data.classes import CLASS_NAMES
+from fmnist_pl.fashion_mnist import CLASS_NAMES
 from fmnist_pl.show import main as show
 
-from .conftest import SMALL_RUN, exit_of_main, run_main
-from .helpers import hparams_sessions
+from .helpers import SMALL_RUN, exit_of_main, hparams_sessions, run_main
 
 
 def read_png(path: Path) -> np.ndarray:
@@ -30,12 +29,12 @@ def assert_not_blank(pixels: np.ndarray) -> None:
 
 
 def test_show_grid_and_single_image(tmp_path: Path, real_data_dir: Path) -> None:
-    grid = show(["--out", str(tmp_path / "grid.png"), "--data_dir", str(real_data_dir), "--n", "16"])
+    grid = show(["--out", str(tmp_path / "grid.png"), "--data.data_dir", str(real_data_dir), "--n", "16"])
     pixels = read_png(grid)
     assert pixels.shape[:2] == (420, 1280)  # 2 rows x 8 columns at 1.9 x 1.6 inches + 0.4 for the title, 100 dpi
     assert_not_blank(pixels)
     one = show(
-        ["--out", str(tmp_path / "one.png"), "--data_dir", str(real_data_dir), "--index", "1", "--split", "test"]
+        ["--out", str(tmp_path / "one.png"), "--data.data_dir", str(real_data_dir), "--index", "1", "--split", "test"]
     )
     pixels = read_png(one)
     assert pixels.shape[:2] == (440, 400)
@@ -43,9 +42,9 @@ def test_show_grid_and_single_image(tmp_path: Path, real_data_dir: Path) -> None
 
 
 def test_augment_flips_some_images(tmp_path: Path, real_data_dir: Path) -> None:
-    plain = read_png(show(["--out", str(tmp_path / "a.png"), "--data_dir", str(real_data_dir), "--n", "8"]))
+    plain = read_png(show(["--out", str(tmp_path / "a.png"), "--data.data_dir", str(real_data_dir), "--n", "8"]))
     flipped = read_png(
-        show(["--out", str(tmp_path / "b.png"), "--data_dir", str(real_data_dir), "--n", "8", "--augment"])
+        show(["--out", str(tmp_path / "b.png"), "--data.data_dir", str(real_data_dir), "--n", "8", "--augment"])
     )
     assert plain.shape == flipped.shape and not np.array_equal(plain, flipped)
 
@@ -71,7 +70,7 @@ def test_korean_grid_draws_every_glyph_with_the_pip_font_alone(
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             grid = show(
-                ["--out", str(tmp_path / "ko.png"), "--data_dir", str(real_data_dir), "--n", "16", "--lang", "ko"]
+                ["--out", str(tmp_path / "ko.png"), "--data.data_dir", str(real_data_dir), "--n", "16", "--lang", "ko"]
             )
         assert not [w for w in caught if "missing from font" in str(w.message)]
         assert_not_blank(read_png(grid))
@@ -122,7 +121,8 @@ def test_fit_and_test_write_figures_scalars_and_real_hparams(
     final_val_acc = accumulator.Scalars("val/acc")[-1].value
     assert accumulator.Scalars("hp/val_acc")[-1].value == pytest.approx(final_val_acc)
     sessions = hparams_sessions(run_dir)
-    assert sessions and sessions[-1]["model/dropout"].number_value == 0.0
+    assert sessions and sessions[-1]["model/net/dropout"].number_value == 0.0
+    assert sessions[-1]["model/net"].string_value == "fmnist_pl.model.MLP"
     assert "hp_metric" not in tags["scalars"]
 
     run_main(

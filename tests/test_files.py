@@ -22,7 +22,7 @@ from fmnist_pl.data.files import (
 )
 from fmnist_pl.errors import DataError
 
-from .conftest import idx_bytes, real_source_dir, write_tiny_dataset
+from .helpers import idx_bytes, real_source_dir, write_tiny_dataset
 
 
 def leftovers(folder: Path) -> list[str]:

@@ -18,7 +18,7 @@ from PIL import Image
 
 from fmnist_pl.data.image_files import MAX_PIXELS, find_images, load_images
 
-from .conftest import REPO, run_main
+from .helpers import REPO, run_main
 
 # Runs the real command in a fresh process and prints that process's peak resident memory: a
 # subprocess is the only way to measure one command's peak alone.

@@ -8,13 +8,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from fmnist_pl.errors import ConfigError
-from fmnist_pl.model import MLP
+from fmnist_pl.model import CNN, MLP
 from fmnist_pl.module import FashionClassifier
 from fmnist_pl.techniques.epoch_metrics import EpochMetrics
 
 
 def test_mlp_is_the_tutorials_network() -> None:
-    net = MLP(784, (256, 128), 10)
+    net = MLP()
     linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linears] == [(784, 256), (256, 128), (128, 10)]
     assert sum(p.numel() for p in net.parameters()) == 235_146
@@ -23,7 +23,7 @@ def test_mlp_is_the_tutorials_network() -> None:
 
 
 def test_dropout_follows_each_hidden_layer_and_only_acts_in_training() -> None:
-    net = MLP(784, (256, 128), 10, dropout=0.2)
+    net = MLP((256, 128), dropout=0.2)
     assert [m.p for m in net.modules() if isinstance(m, nn.Dropout)] == [0.2, 0.2]
     images = torch.rand(4, 1, 28, 28)
     net.eval()
@@ -88,35 +88,40 @@ def test_scheduler_is_wired_when_given() -> None:
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "option"),
+    ("build", "option"),
     [
-        ({"dropout": 1.0}, "--model.dropout"),
-        ({"dropout": -0.1}, "--model.dropout"),
-        ({"label_smoothing": -0.5}, "--model.label_smoothing"),
-        ({"hidden_sizes": []}, "--model.hidden_sizes"),
-        ({"hidden_sizes": [256, 0]}, "--model.hidden_sizes"),
-        ({"mixup_alpha": -0.1}, "--model.mixup_alpha"),
+        (lambda: MLP(dropout=1.0), "--model.net.dropout"),
+        (lambda: MLP(dropout=-0.1), "--model.net.dropout"),
+        (lambda: MLP(hidden_sizes=[]), "--model.net.hidden_sizes"),
+        (lambda: MLP(hidden_sizes=[256, 0]), "--model.net.hidden_sizes"),
+        (lambda: CNN(channels=[8, 0]), "--model.net.channels"),
+        (lambda: FashionClassifier(label_smoothing=-0.5), "--model.label_smoothing"),
+        (lambda: FashionClassifier(mixup_alpha=-0.1), "--model.mixup_alpha"),
     ],
 )
-def test_out_of_range_options_are_refused_by_name(kwargs: dict, option: str) -> None:
+def test_out_of_range_options_are_refused_by_name(build, option: str) -> None:
     with pytest.raises(ConfigError, match=option):
-        FashionClassifier(**kwargs)
+        build()
+
+
+def test_the_number_of_classes_comes_from_the_network() -> None:
+    module = FashionClassifier(net=MLP(hidden_sizes=[8], num_classes=5), mixup_alpha=0.2)
+    assert module.num_classes == 5 and module.mixup.num_classes == 5
+    assert module.val_metrics.acc.num_classes == 5
+    assert FashionClassifier(net=CNN(channels=[4], hidden_sizes=[8], num_classes=3)).num_classes == 3
 
 
 def test_hyperparameters_are_plain_data() -> None:
-    hparams = dict(FashionClassifier(dropout=0.2).hparams)
+    # Built in Python, the network is an object: it stays out of the hyperparameters (through the
+    # command line they hold its class_path and init_args instead, as the checkpoint tests read).
+    hparams = dict(FashionClassifier(net=MLP(dropout=0.2)).hparams)
     assert hparams == {
-        "hidden_sizes": (256, 128),
-        "dropout": 0.2,
         "label_smoothing": 0.0,
         "mixup_alpha": 0.0,
         "tta_flip": False,
         "scheduler_interval": "epoch",
         "scheduler_monitor": "val/loss",
         "compile_mode": "auto",
-        "input_size": 784,
-        "num_classes": 10,
-        "network": "mlp",
         "teacher": None,
         "distill_temperature": 4.0,
         "distill_weight": 0.5,

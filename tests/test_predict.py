@@ -13,9 +13,9 @@ from PIL import Image
 from fmnist_pl.data.files import raw_dir, read_split
 from fmnist_pl.data.image_files import find_images, load_image
 from fmnist_pl.errors import DataError
-from fmnist_pl.export import load_raw_image_classifier
+from fmnist_pl.module import FashionClassifier
 
-from .conftest import exit_of_main, run_main
+from .helpers import exit_of_main, run_main
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_png_files_get_the_same_classes_as_the_tensors(
     *rows, broken = read_csv(tmp_path / "out.csv")
     assert [Path(r["path"]).name for r in rows] == [f"{i:02d}.png" for i in range(30)]
     assert Path(broken["path"]).name == "broken.png" and broken["skipped"] == "not an image Pillow can read"
-    model, _ = load_raw_image_classifier(checkpoint)
+    model = FashionClassifier.raw_image_network(checkpoint)
     expected = model(images.unsqueeze(1).float() / 255).softmax(1)
     assert [int(r["index"]) for r in rows] == expected.argmax(1).tolist()
     for row, probabilities in zip(rows, expected):

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from .conftest import REPO, exit_of_main, run_cli, run_main
-from .helpers import scalars
+from .helpers import REPO, exit_of_main, run_cli, run_main, scalars
 
 # dropout.yaml (dropout, flips, shuffling: all three draw random numbers) with an optimizer and a
 # scheduler that both carry state, shrunk to a few seconds: 3 epochs of 16 batches.

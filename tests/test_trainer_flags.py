@@ -15,8 +15,7 @@ from fmnist_pl.cli import FashionCLI, main
 from fmnist_pl.module import FashionClassifier
 from fmnist_pl.speed import QuietProfiler
 
-from .conftest import REPO, exit_of_main
-from .helpers import hparams_sessions, scalar_steps, scalars
+from .helpers import REPO, exit_of_main, hparams_sessions, scalar_steps, scalars
 from .probes import EpochBatches
 
 SEED = str(REPO / "configs" / "seed.yaml")

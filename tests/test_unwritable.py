@@ -12,7 +12,7 @@ import torch
 
 from fmnist_pl import checkpoints
 
-from .conftest import REPO, SMALL_RUN, exit_of_main
+from .helpers import REPO, SMALL_RUN, exit_of_main
 
 SEED = str(REPO / "configs" / "seed.yaml")
 

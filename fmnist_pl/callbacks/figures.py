@@ -14,8 +14,8 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from fmnist_pl import plots
 from fmnist_pl.atomic import atomic_path
-from fmnist_pl.data.datamodule import normalization
 from fmnist_pl.errors import check_at_least
+from fmnist_pl.fashion_mnist import Normalization, normalization
 from fmnist_pl.hparams import run_hyperparameters
 
 
@@ -58,7 +58,7 @@ class TensorBoardFigures(Callback):
         self._grid_logged = False
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        num_classes = pl_module.hparams.num_classes
+        num_classes = pl_module.num_classes
         for split in ("val", "test"):
             self.confusion[split] = MulticlassConfusionMatrix(num_classes, validate_args=False).to(pl_module.device)
         logger = trainer.logger
@@ -209,8 +209,8 @@ class TensorBoardFigures(Callback):
 
     @staticmethod
     def _display(trainer: Trainer, images: torch.Tensor):
-        stats = normalization(trainer.datamodule.hparams) if trainer.datamodule is not None else None
-        return plots.to_display(images, *(stats or (None, None)))
+        datamodule = trainer.datamodule
+        return plots.to_display(images, normalization(datamodule.hparams) if datamodule else Normalization())
 
     @staticmethod
     def _log_hparams(trainer: Trainer, pl_module: LightningModule, metrics: dict[str, float]) -> None:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -13,30 +12,13 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms
 from torchvision.datasets import FashionMNIST
 
-from fmnist_pl.data.classes import (
-    FASHION_MNIST_MEAN,
-    FASHION_MNIST_STD,
-    INPUT_SIZE,
-    NUM_CLASSES,
-    TRAIN_SIZE,
-)
-from fmnist_pl.data.device_loader import DeviceLoader, EpochSampler
+from fmnist_pl.data.device_loader import DeviceLoader
+from fmnist_pl.data.epochs import EpochSampler, ResumableDataLoader
 from fmnist_pl.data.files import ensure_files, local_source_dirs, raw_dir, read_split
 from fmnist_pl.data.image_files import Invert, Skipped, find_images, load_images, warn_skipped
 from fmnist_pl.data.seeded_augmentation import SeededAugmentation
 from fmnist_pl.errors import ConfigError, check_at_least, check_range
-
-
-def normalization(hparams: Mapping[str, Any]) -> tuple[float, float] | None:
-    """``(mean, std)`` that the data module with these hyperparameters normalizes with, or None.
-
-    The one place for this rule: the data module, the figures (to undo it for display) and export (to
-    fold it into the model) all ask here. Missing keys take the data module's own defaults, so a
-    checkpoint that stored only some of them means what it meant when it was written.
-    """
-    if not hparams.get("normalize", True):
-        return None
-    return hparams.get("mean", FASHION_MNIST_MEAN), hparams.get("std", FASHION_MNIST_STD)
+from fmnist_pl.fashion_mnist import FASHION_MNIST_MEAN, FASHION_MNIST_STD, TRAIN_SIZE, normalization
 
 
 def split_indices(total: int, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,8 +100,6 @@ class FashionMNISTDataModule(LightningDataModule):
         if not std > 0:
             raise ConfigError(f"--data.std must be above 0, got {std}")
         self.save_hyperparameters()
-        self.num_classes = NUM_CLASSES
-        self.input_size = INPUT_SIZE
         self.train_set: Dataset | TensorSplit | None = None
         self.val_set: Dataset | TensorSplit | None = None
         self.test_set: Dataset | TensorSplit | None = None
@@ -127,27 +107,7 @@ class FashionMNISTDataModule(LightningDataModule):
         self.predict_paths: list[Path] | None = None
         self.predict_skipped: list[Skipped] = []
         self.predict_set: TensorSplit | None = None
-        self.resume: tuple[int, int] | None = None  # (epoch, batches done), from a checkpoint
         self.teacher_scores: tuple[torch.Tensor, torch.Tensor | None] | None = None  # cache_teacher_scores
-
-    def state_dict(self) -> dict[str, Any]:
-        """Where training goes on from, in the checkpoint: the epoch and the batches of it done.
-
-        Lightning restores the loops' counters but starts a resumed epoch's loader from its first
-        batch; ``train_dataloader`` skips the batches done, so a fit stopped mid-epoch (SIGTERM,
-        a checkpoint every N steps) goes on with the batch it would have trained next.
-        """
-        trainer = self.trainer
-        if trainer is None or not trainer.training:
-            return {}
-        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
-        if done >= trainer.num_training_batches:
-            return {"epoch": trainer.current_epoch + 1, "batches_done": 0}
-        return {"epoch": trainer.current_epoch, "batches_done": done}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if "epoch" in state_dict:
-            self.resume = (int(state_dict["epoch"]), int(state_dict["batches_done"]))
 
     def prepare_data(self) -> None:
         if self.hparams.predict_path is not None and self.trainer is not None and self.trainer.predicting:
@@ -219,8 +179,9 @@ class FashionMNISTDataModule(LightningDataModule):
 
     def _to_tensor_steps(self) -> list:
         steps: list = [transforms.ToTensor()]
-        if (stats := normalization(self.hparams)) is not None:
-            steps.append(transforms.Normalize((stats[0],), (stats[1],)))
+        if self.hparams.normalize:
+            stats = normalization(self.hparams)
+            steps.append(transforms.Normalize((stats.mean,), (stats.std,)))
         return steps
 
     def _dataset(self, train: bool, transform: transforms.Compose) -> FashionMNIST:
@@ -241,9 +202,6 @@ class FashionMNISTDataModule(LightningDataModule):
             order = EpochSampler(
                 len(split.labels), shuffle, self.data_seed, rank, world_size, even_shards=train and world_size > 1
             )
-            if train:
-                self._resume_where_stopped(order)
-            mean, std = normalization(self.hparams) or (None, None)
             return DeviceLoader(
                 split.images,
                 split.labels,
@@ -251,8 +209,7 @@ class FashionMNISTDataModule(LightningDataModule):
                 self.hparams.batch_size,
                 flip=train and self.hparams.flip,
                 shift=self.hparams.shift if train else 0,
-                mean=mean,
-                std=std,
+                normalization=normalization(self.hparams),
                 teacher_scores=self.teacher_scores if train else None,
             )
         # drop_last stays False everywhere: validation and test must see every image exactly once.
@@ -264,10 +221,9 @@ class FashionMNISTDataModule(LightningDataModule):
             # The same (seed, epoch) order as the tensor path, so resuming gives the same order.
             # (Under DDP Lightning puts in its DistributedSampler, itself a function of seed and epoch.)
             sampler, shuffle = EpochSampler(len(split), shuffle, self.data_seed, keyed=augmenting), False
-            self._resume_where_stopped(sampler)
         if augmenting:
             split = SeededAugmentation(split, self.data_seed)
-        return DataLoader(
+        return (ResumableDataLoader if train else DataLoader)(
             split,
             batch_size=self.hparams.batch_size,
             shuffle=shuffle,
@@ -294,16 +250,6 @@ class FashionMNISTDataModule(LightningDataModule):
         mirrored = score(images.flip(-1)) if self.hparams.flip and not mirror_invariant else None
         self.teacher_scores = (score(images), mirrored)
         return True
-
-    def _resume_where_stopped(self, order: EpochSampler) -> None:
-        # The epoch comes from the checkpoint: when the loader is made, Lightning has not yet moved
-        # its own epoch counter past an epoch that ended just before the checkpoint.
-        if self.resume is not None:
-            epoch, batches_done = self.resume
-            order.resume_at(epoch, batches_done * self.hparams.batch_size)
-            self.resume = None
-            # Lightning looks for resumability on the loader only (a state_dict method); it is here.
-            warnings.filterwarnings("ignore", "You're resuming from a checkpoint that ended before the epoch ended")
 
 
 class TensorSplit:

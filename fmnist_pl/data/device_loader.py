@@ -5,7 +5,8 @@ and transforming the whole batch at once replaces the per-image PIL decode, ``To
 DataLoader's collation, which is where most of a small model's epoch goes.
 
 All randomness (the epoch's order and the flips) is a pure function of ``(seed, epoch, rank)``:
-a resumed run sees exactly the batches an uninterrupted one would, with no state to save.
+a resumed run sees exactly the batches an uninterrupted one would, given where in the epoch it stopped
+(the loader's state, :mod:`fmnist_pl.data.epochs`).
 """
 
 from __future__ import annotations
@@ -15,82 +16,11 @@ from collections.abc import Iterator
 
 import torch
 
-
-class EpochSampler:
-    """The indices one process visits in one epoch, like ``DistributedSampler``.
-
-    Shuffled with a generator seeded by ``seed + epoch``; process ``rank`` of ``world_size`` takes
-    every ``world_size``-th index from position ``rank``, so the shards are disjoint and together cover
-    the epoch. With ``even_shards`` (training under DDP, where every process must take the same number
-    of steps) the permutation is first cut to a multiple of ``world_size``: at most ``world_size - 1``
-    examples sit out an epoch, different ones each epoch. Evaluation keeps every index.
-
-    Lightning calls ``set_epoch`` at the start of every epoch, as it does for a DataLoader's sampler;
-    ``len`` stays the whole epoch's after ``resume_at``, as Lightning counts the resumed epoch's
-    batches from where it stopped. With ``keyed`` it yields ``(epoch, position, index)`` for
-    ``SeededAugmentation``.
-    Iterating yields the indices as ints, so it also serves as a ``DataLoader``'s sampler (the
-    torchvision path), where it replaces ``RandomSampler``: that one draws its order from the global
-    generator when the loader's iterator is made, which a resumed run does at another moment.
-    """
-
-    def __init__(
-        self,
-        size: int,
-        shuffle: bool,
-        seed: int,
-        rank: int = 0,
-        world_size: int = 1,
-        even_shards: bool = False,
-        keyed: bool = False,
-    ) -> None:
-        self.size = size
-        self.shuffle = shuffle
-        self.seed = seed
-        self.rank = rank
-        self.world_size = world_size
-        self.even_shards = even_shards
-        self.keyed = keyed
-        self.epoch = 0
-        self.resume: tuple[int, int] | None = None
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def resume_at(self, epoch: int, done: int) -> None:
-        """Go on with ``epoch`` after its first ``done`` indices (a fit resumed mid-epoch)."""
-        self.resume = (epoch, done)
-        self.epoch = epoch
-
-    def start(self) -> int:
-        """How many of the current epoch's indices were visited before a resume (0 on other epochs)."""
-        return self.resume[1] if self.resume is not None and self.resume[0] == self.epoch else 0
-
-    def indices(self) -> torch.Tensor:
-        """This process's indices for the current epoch still to visit (int64, on the CPU)."""
-        if self.shuffle:
-            order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch))
-        else:
-            order = torch.arange(self.size)
-        if self.even_shards:
-            order = order[: self.size - self.size % self.world_size]
-        return order[self.rank :: self.world_size][self.start() :]
-
-    def __iter__(self) -> Iterator[int] | Iterator[tuple[int, int, int]]:
-        # A generator: the order is computed at the first batch, after Lightning's set_epoch.
-        indices = self.indices().tolist()
-        if not self.keyed:
-            yield from indices
-            return
-        first = self.start()
-        yield from ((self.epoch, first + position, index) for position, index in enumerate(indices))
-
-    def __len__(self) -> int:
-        total = self.size - self.size % self.world_size if self.even_shards else self.size
-        return len(range(self.rank, total, self.world_size))
+from fmnist_pl.data.epochs import EpochSampler, ResumableEpoch
+from fmnist_pl.fashion_mnist import Normalization, to_unit
 
 
-class DeviceLoader:
+class DeviceLoader(ResumableEpoch):
     """Iterates ``(images, labels)`` batches: images ``(B, 1, 28, 28)`` float32, labels int64, on the data's device.
 
     Args:
@@ -101,8 +31,7 @@ class DeviceLoader:
         flip: flip each image horizontally with probability 0.5 (training only).
         shift: move each image by a random whole number of pixels in [-shift, shift], rows and columns
             independently, filling with black (training only; 0: off).
-        mean: normalization mean in [0, 1] pixel units, or None for no normalization.
-        std: normalization standard deviation, used with ``mean``.
+        normalization: applied to every batch after scaling to [0, 1].
         teacher_scores: a teacher's logits for every image ``(N, classes)`` and for its mirror image
             (or None: without flips, or for a teacher that scores both alike), on the data's device:
             each batch then comes with its images' logits as a third element (distillation), the
@@ -119,8 +48,7 @@ class DeviceLoader:
         order: EpochSampler,
         batch_size: int,
         flip: bool = False,
-        mean: float | None = None,
-        std: float | None = None,
+        normalization: Normalization = Normalization(),
         shift: int = 0,
         teacher_scores: tuple[torch.Tensor, torch.Tensor | None] | None = None,
     ) -> None:
@@ -132,14 +60,16 @@ class DeviceLoader:
         self.sampler = order
         self.batch_size = batch_size
         self.flip = flip
-        self.mean = mean
-        self.std = std
+        self.normalization = normalization
         self.shift = shift
 
     def __len__(self) -> int:
         return math.ceil(len(self.sampler) / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        return self._counted(self._batches())
+
+    def _batches(self) -> Iterator[tuple[torch.Tensor, ...]]:
         images, labels, scores = self._epoch_pixels()
         for start in range(0, len(labels), self.batch_size):
             stop = start + self.batch_size
@@ -174,10 +104,7 @@ class DeviceLoader:
         return images, labels, scores
 
     def _to_float(self, images: torch.Tensor) -> torch.Tensor:
-        images = images.unsqueeze(1).float().div_(255)
-        if self.mean is not None:
-            images = images.sub_(self.mean).div_(self.std)
-        return images
+        return self.normalization.apply_(to_unit(images.unsqueeze(1)))
 
     def _augmentations(self, device: torch.device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """The flip mask ``(n,)`` and shifts ``(n, 2)`` (rows, columns) of the epoch's ``n`` images still

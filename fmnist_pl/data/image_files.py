@@ -18,7 +18,7 @@ import torch
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from PIL import Image, ImageChops, UnidentifiedImageError
 
-from fmnist_pl.data.classes import IMAGE_SHAPE
+from fmnist_pl.fashion_mnist import IMAGE_SHAPE, to_unit
 from fmnist_pl.data.png_check import png_shortfall
 from fmnist_pl.errors import DataError
 
@@ -106,7 +106,7 @@ def load_image(path: Path, invert: Invert = "auto") -> torch.Tensor:
     canvas = Image.new("L", (width, height), 0)
     canvas.paste(fitted, ((width - size[0]) // 2, (height - size[1]) // 2))
     pixels = torch.frombuffer(bytearray(canvas.tobytes()), dtype=torch.uint8).reshape(1, height, width)
-    return pixels.float().div(255)
+    return to_unit(pixels)
 
 
 def load_images(paths: list[Path], invert: Invert) -> tuple[list[Path], torch.Tensor, list[Skipped]]:

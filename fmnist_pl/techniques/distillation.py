@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +11,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from fmnist_pl.errors import CheckpointError
-from fmnist_pl.model import FlipAveraged
+from fmnist_pl.fashion_mnist import Normalization, to_unit
+from fmnist_pl.model import FlipAveraged, output_width
+from fmnist_pl.runs import newest_checkpoint
 
 OPTION = "--model.teacher"
 SCORING_BATCH = 2048
@@ -29,8 +31,6 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
 
 def resolve_teacher(spec: str) -> Path:
     """A checkpoint file, or a run name's folder (``lightning_logs/teacher``): the newest run's best checkpoint."""
-    from fmnist_pl.runs import newest_checkpoint
-
     path = Path(spec)
     if path.is_dir():
         try:
@@ -49,7 +49,8 @@ class Distillation:
 
     Not an ``nn.Module``, so the teacher is never a submodule of the student: it is not trained, not
     in the optimizer and not in the student's checkpoints; ``test``, ``predict`` and ``export`` never
-    need its file. It is read (safely, through the project's checkpoint loader) when fit starts.
+    need its file. It is read when fit starts, by the loader the classifier hands it (its own
+    ``raw_image_network``: weights_only, errors naming ``--model.teacher``).
 
     Args:
         teacher: The teacher's checkpoint, or a run name's folder (the newest run's best checkpoint).
@@ -63,23 +64,27 @@ class Distillation:
         self.weight = weight
         self.network: nn.Module | None = None
         self.path: Path | None = None
-        self._mean, self._std = 0.0, 1.0
+        self.student_normalization = Normalization()
 
-    def load(self, device: torch.device, num_classes: int, normalization: tuple[float, float] | None) -> Path:
-        """Read the teacher onto ``device``, frozen in eval mode; ``normalization`` is the student's
-        data normalization (undone before the teacher, which applies its own). Returns its file."""
-        from fmnist_pl.export import load_raw_image_classifier
-
+    def load(
+        self,
+        read: Callable[[Path, str], nn.Module],
+        device: torch.device,
+        num_classes: int,
+        student_normalization: Normalization,
+    ) -> Path:
+        """Read the teacher with ``read(path, option)`` (a network taking raw [0, 1] images) onto
+        ``device``, frozen in eval mode; ``student_normalization`` is undone before the teacher, which
+        applies its own. Returns its file."""
         self.path = resolve_teacher(self.teacher)
-        network, _ = load_raw_image_classifier(self.path, OPTION)
-        with torch.no_grad():
-            classes = network(torch.zeros(1, 1, 28, 28)).shape[1]
+        network = read(self.path, OPTION)
+        classes = output_width(network)
         if classes != num_classes:
             raise CheckpointError(
                 f"{OPTION} {self.path}: the teacher scores {classes} classes; the student has {num_classes}."
             )
         self.network = network.to(device).eval().requires_grad_(False)
-        self._mean, self._std = normalization or (0.0, 1.0)
+        self.student_normalization = student_normalization
         return self.path
 
     @property
@@ -91,14 +96,14 @@ class Distillation:
     @torch.no_grad()
     def scores(self, images: torch.Tensor) -> torch.Tensor:
         """The teacher's logits for a batch as the student sees it (normalized with the student's data settings)."""
-        return self._network()(images * self._std + self._mean).float()
+        return self._network()(self.student_normalization.undo(images)).float()
 
     @torch.no_grad()
     def scores_of_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         """The teacher's logits ``(N, classes)`` for uint8 images ``(N, 28, 28)``, a few thousand at a time."""
         network = self._network()
         parts = [
-            network(pixels[start : start + SCORING_BATCH].unsqueeze(1).float().div(255)).float()
+            network(to_unit(pixels[start : start + SCORING_BATCH].unsqueeze(1))).float()
             for start in range(0, len(pixels), SCORING_BATCH)
         ]
         return torch.cat(parts)

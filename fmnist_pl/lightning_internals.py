@@ -1,0 +1,73 @@
+"""The private names of Lightning that this project relies on, all in one place.
+
+Each one does something no public mechanism of Lightning 2.6 does. A private name can be renamed or
+dropped in any release, and then an override of it silently stops working: :func:`missing` lists
+those gone from the installed Lightning, and the test suite fails with that list and the version.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import lightning
+from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+
+
+class KeepCommandLineOverCheckpoint:
+    """Mixin for a LightningCLI: Lightning's own merge of a checkpoint's hyperparameters is switched off.
+
+    ``LightningCLI._parse_ckpt_path`` parses the checkpoint's hyperparameters over the parsed config,
+    so they silently override options given on the command line (``--model.tta_flip false`` comes
+    back ``true``). The subclass does the merge itself, below the command line (``FashionCLI.parse_arguments``).
+    """
+
+    def _parse_ckpt_path(self) -> None:
+        return
+
+
+def subcommand_parser(cli: LightningCLI, subcommand: str) -> LightningArgumentParser:
+    """The parser of one subcommand (``fit``, ``test``...), to set defaults in it."""
+    return cli._parser(subcommand)
+
+
+def version_unset(logger: Logger) -> bool:
+    """Whether a TensorBoardLogger or CSVLogger will pick its own ``version_N`` (no version was given)."""
+    return isinstance(logger, (TensorBoardLogger, CSVLogger)) and logger._version is None
+
+
+def set_version(logger: TensorBoardLogger | CSVLogger, version: str) -> None:
+    """Give a logger its version before it writes anything (the public ``version`` is read-only)."""
+    logger._version = version
+
+
+class CheapHookBookkeeping:
+    """Mixin for a LightningModule: ``_current_fx_name`` is set without ``nn.Module``'s checks.
+
+    Lightning sets it on the module around each hook, about 40 times per training step, and
+    ``nn.Module.__setattr__`` spends ~4 µs a call on checks that a string never needs.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "_current_fx_name":
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
+
+def missing() -> list[str]:
+    """The private names above that the installed Lightning no longer has or no longer uses, with its version."""
+    gone = []
+    cli_source = inspect.getsource(LightningCLI)
+    if "self._parse_ckpt_path()" not in cli_source:
+        gone.append("LightningCLI._parse_ckpt_path (no longer called: KeepCommandLineOverCheckpoint does nothing)")
+    if not callable(getattr(LightningCLI, "_parser", None)):
+        gone.append("LightningCLI._parser (subcommand_parser)")
+    for logger_class in (TensorBoardLogger, CSVLogger):
+        if "self._version" not in inspect.getsource(logger_class.__init__):
+            gone.append(f"{logger_class.__name__}._version (set_version, version_unset)")
+    if "_current_fx_name" not in vars(LightningModule()):
+        gone.append("LightningModule._current_fx_name (CheapHookBookkeeping)")
+    return [f"lightning {lightning.__version__}: {name}" for name in gone]

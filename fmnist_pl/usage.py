@@ -1,0 +1,126 @@
+"""What the command line says to a person: a misspelt option's closest match, a missing config's
+alternatives, a missing optional package, and the next steps after a fit. Each is one line or a few."""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+import logging
+import re
+import warnings
+from argparse import ArgumentParser
+from pathlib import Path
+from typing import Any
+
+from fmnist_pl.errors import ConfigError
+
+
+def closest_option(parser: ArgumentParser, message: str) -> str | None:
+    """For jsonargparse's errors about an option that does not exist: one line naming it and the
+    closest real one (``--trainer.max_epoch`` -> ``--trainer.max_epochs``, ``--model.net.hiden_sizes``
+    -> ``--model.net.hidden_sizes``); None for any other error."""
+    if match := re.search(r"unrecognized arguments:\s*(\S+)", message, re.IGNORECASE):
+        given = match.group(1).split("=", 1)[0]
+        options = [option for action in getattr(parser, "_actions", []) for option in action.option_strings]
+    elif match := re.search(
+        r'Parser key "([\w.]+)":.*?given class_path \'([\w.]+)\':\s*Option \'(\w+)\' is not accepted', message, re.DOTALL
+    ):
+        key, class_path, name = match.groups()
+        given = f"--{key}.{name}"
+        options = [f"--{key}.{parameter}" for parameter in _init_parameters(class_path)]
+    else:
+        return None
+    close = difflib.get_close_matches(given, options, n=1, cutoff=0.6)
+    suggestion = f"; did you mean {close[0]}?" if close else ""
+    prog = parser.prog.replace(" [options]", "")
+    return f"unknown option {given}{suggestion} (`{prog} --help` lists them all)"
+
+
+def _init_parameters(class_path: str) -> list[str]:
+    module_name, _, name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), name)
+        return [parameter for parameter in inspect.signature(cls).parameters if parameter not in ("args", "kwargs")]
+    except (ImportError, AttributeError, ValueError, TypeError):
+        return []
+
+
+def missing_config(argv: list[str]) -> None:
+    """Raise ``ConfigError`` when a ``--config`` file does not exist, listing the configs in ``configs/``.
+
+    An inline YAML or JSON value (jsonargparse accepts one for ``--config``) is left to the parser.
+    """
+    for position, arg in enumerate(argv):
+        if arg == "--config" and position + 1 < len(argv):
+            value = argv[position + 1]
+        elif arg.startswith("--config="):
+            value = arg.split("=", 1)[1]
+        else:
+            continue
+        if Path(value).is_file() or any(char in value for char in "{}:\n"):
+            continue
+        available = sorted(str(path) for path in Path("configs").glob("*.yaml"))
+        listed = f"; the configs here: {', '.join(available)}" if available else ""
+        raise ConfigError(f"--config {value}: no such file{listed}")
+
+
+def optional_package_missing(err: ModuleNotFoundError) -> str | None:
+    """Lightning's one-line hint for a callback or logger whose optional package is not installed
+    (``Requirement 'rich>=10.2.2' not met. HINT: Try running `pip install -U 'rich>=10.2.2'```), or
+    None for any other missing module."""
+    message = str(err)
+    return message.splitlines()[0] if "pip install" in message else None
+
+
+def next_steps(trainer: Any) -> str:
+    """Where a finished fit's run went, and the commands that evaluate it and show its curves."""
+    # The logger's own folder (Trainer.log_dir would be a collective under DDP; this runs on rank 0 only).
+    log_dir = getattr(trainer.logger, "log_dir", None)
+    lines = []
+    best = getattr(trainer.checkpoint_callback, "best_model_path", "") if trainer.checkpoint_callback else ""
+    if log_dir is not None:
+        lines.append(f"run folder: {log_dir}")
+    if best:
+        lines.append(f"evaluate it: python -m fmnist_pl test --ckpt_path {best}")
+    if log_dir is not None:
+        lines.append(f"its curves:  tensorboard --logdir {Path(log_dir).parent}")
+    return "\n".join(lines) if lines else "no logger and no checkpoint: this run left nothing on disk"
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefix)
+
+
+_LIGHTNING_LOG = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+_LITLOGGER_TIP = _DropMessage("💡 Tip: For seamless cloud logging")
+
+
+def quiet_unactionable(subcommand: str | None) -> None:
+    """Hide the messages a user of this command line can do nothing about, each by its text and origin:
+
+    - torch 2.14 deprecates ``LeafSpec``, which Lightning's own ``_pytree`` still builds (every command);
+    - Lightning's advertisement for its cloud logger (every command);
+    - "No seed found" when no ``seed_everything`` is given, as for ``test``/``validate``/``predict``
+      on a checkpoint (Lightning then seeds with 0 and says so on the next line);
+    - outside ``fit``, "The dirpath has changed": an evaluation logs into a subfolder of the run, so
+      the checkpoint callbacks' folder differs, and they save nothing there.
+    """
+    warnings.filterwarnings(
+        "ignore",
+        message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+        category=FutureWarning,
+        module=r"lightning\.pytorch\.utilities\._pytree",
+    )
+    warnings.filterwarnings("ignore", message=r"No seed found", module=r"lightning\.fabric\.utilities\.seed")
+    if _LITLOGGER_TIP not in _LIGHTNING_LOG.filters:
+        _LIGHTNING_LOG.addFilter(_LITLOGGER_TIP)
+    if subcommand is not None and subcommand != "fit":
+        warnings.filterwarnings(
+            "ignore", message=r"The dirpath has changed", module=r"lightning\.pytorch\.callbacks\.model_checkpoint"
+        )

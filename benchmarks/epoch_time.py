@@ -22,11 +22,14 @@ image divided by the variant's (higher is faster); "vs (d)" is the variant's div
 cost over the floor, lower is better).
 
     python benchmarks/epoch_time.py [--epochs 4] [--rounds 3] [--data-dir data] [--accelerator auto]
+
+``--limit-batches N`` trains N batches an epoch in every variant (the test suite's smallest run).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -47,7 +50,7 @@ TUTORIAL_IMAGES = 60_000
 PROJECT_IMAGES = 55_000
 
 
-def tutorial_epochs(data_dir: str, epochs: int, device: torch.device) -> list[float]:
+def tutorial_epochs(data_dir: str, epochs: int, device: torch.device, limit: int | None = None) -> list[float]:
     """The tutorial's train() loop, verbatim in substance; returns seconds per epoch."""
     from torch import nn
     from torch.nn import functional as F
@@ -76,7 +79,7 @@ def tutorial_epochs(data_dir: str, epochs: int, device: torch.device) -> list[fl
         synchronize(device)
         start = time.perf_counter()
         model.train()
-        for images, target in train_loader:
+        for images, target in itertools.islice(train_loader, limit):
             images, target = images.to(device), target.to(device)
             optimizer.zero_grad()
             loss = F.cross_entropy(model(images), target)
@@ -96,13 +99,14 @@ def training_tensors(data_dir: str, device: torch.device) -> tuple[torch.Tensor,
     return data.train_set.images.to(device), data.train_set.labels.to(device)
 
 
-def batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int = 64):
+def batches(images: torch.Tensor, labels: torch.Tensor, limit: int | None = None, batch_size: int = 64):
     """seed.yaml's batches: in order, scaled to [0, 1], as the project's tensor path makes them."""
-    for start in range(0, len(labels), batch_size):
+    stop = len(labels) if limit is None else min(len(labels), limit * batch_size)
+    for start in range(0, stop, batch_size):
         yield images[start : start + batch_size].unsqueeze(1).float().div_(255), labels[start : start + batch_size]
 
 
-def bare_epochs(data_dir: str, epochs: int, device: torch.device) -> list[float]:
+def bare_epochs(data_dir: str, epochs: int, device: torch.device, limit: int | None = None) -> list[float]:
     """The floor: forward, loss, backward, step, in a plain loop; returns seconds per epoch."""
     from torch.nn import functional as F
 
@@ -110,13 +114,13 @@ def bare_epochs(data_dir: str, epochs: int, device: torch.device) -> list[float]
 
     images, labels = training_tensors(data_dir, device)
     torch.manual_seed(1)
-    model = MLP(784, (256, 128), 10).to(device)
+    model = MLP((256, 128)).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     times = []
     for _ in range(epochs):
         synchronize(device)
         start = time.perf_counter()
-        for x, y in batches(images, labels):
+        for x, y in batches(images, labels, limit):
             loss = F.cross_entropy(model(x), y)
             optimizer.zero_grad()
             loss.backward()
@@ -126,7 +130,9 @@ def bare_epochs(data_dir: str, epochs: int, device: torch.device) -> list[float]
     return times
 
 
-def lightning_floor_epochs(data_dir: str, epochs: int, device: torch.device) -> list[float]:
+def lightning_floor_epochs(
+    data_dir: str, epochs: int, device: torch.device, limit: int | None = None
+) -> list[float]:
     """The smallest LightningModule over the same batches, no callbacks or logger; seconds per epoch."""
     from lightning.pytorch import LightningModule, Trainer
     from torch.nn import functional as F
@@ -137,15 +143,15 @@ def lightning_floor_epochs(data_dir: str, epochs: int, device: torch.device) -> 
 
     class Batches:
         def __len__(self) -> int:
-            return -(-len(labels) // 64)
+            return -(-len(labels) // 64) if limit is None else limit
 
         def __iter__(self):
-            return batches(images, labels)
+            return batches(images, labels, limit)
 
     class Smallest(LightningModule):
         def __init__(self) -> None:
             super().__init__()
-            self.net = MLP(784, (256, 128), 10)
+            self.net = MLP((256, 128))
 
         def training_step(self, batch, batch_idx):
             return F.cross_entropy(self.net(batch[0]), batch[1])
@@ -169,9 +175,13 @@ def lightning_floor_epochs(data_dir: str, epochs: int, device: torch.device) -> 
     return timer.train_seconds
 
 
-def project_epochs(data_dir: str, epochs: int, loader: str, accelerator: str, log_dir: str) -> list[float]:
+def project_epochs(
+    data_dir: str, epochs: int, loader: str, accelerator: str, log_dir: str, limit: int | None = None
+) -> list[float]:
     """The project's own fit of configs/seed.yaml; returns seconds per training epoch."""
     extra = [f"--trainer.accelerator={accelerator}", f"--data.loader={loader}"]
+    if limit is not None:
+        extra += [f"--trainer.limit_train_batches={limit}", f"--trainer.limit_val_batches={limit}"]
     return timed_seed_fit(epochs, data_dir, log_dir, extra).train_seconds
 
 
@@ -180,17 +190,18 @@ def run_variant(name: str, args: argparse.Namespace) -> dict:
     use_cuda = args.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
     device = torch.device("cuda" if use_cuda else "cpu")
     if name == "tutorial":
-        times = tutorial_epochs(args.data_dir, args.epochs, device)
+        times = tutorial_epochs(args.data_dir, args.epochs, device, args.limit_batches)
     elif name == "bare":
-        times = bare_epochs(args.data_dir, args.epochs, device)
+        times = bare_epochs(args.data_dir, args.epochs, device, args.limit_batches)
     elif name == "lightning":
-        times = lightning_floor_epochs(args.data_dir, args.epochs, device)
+        times = lightning_floor_epochs(args.data_dir, args.epochs, device, args.limit_batches)
     else:
         loader = "tensor" if name == "fast" else "torchvision"
-        times = project_epochs(args.data_dir, args.epochs, loader, args.accelerator, args.log_dir)
+        times = project_epochs(args.data_dir, args.epochs, loader, args.accelerator, args.log_dir, args.limit_batches)
+    images = TUTORIAL_IMAGES if name == "tutorial" else PROJECT_IMAGES
     result = {
         "variant": name,
-        "images": TUTORIAL_IMAGES if name == "tutorial" else PROJECT_IMAGES,
+        "images": images if args.limit_batches is None else min(images, 64 * args.limit_batches),
         "device": device.type,
         "epoch_seconds": times,
         # Linux reports ru_maxrss in KiB.
@@ -208,6 +219,7 @@ def main() -> None:
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--accelerator", default="auto")
     parser.add_argument("--log-dir", default="/tmp/fmnist_bench_logs")
+    parser.add_argument("--limit-batches", type=int, help="train only this many batches an epoch (a quick check)")
     parser.add_argument("--variant", choices=VARIANTS, help="run one variant here and print JSON (internal)")
     args = parser.parse_args()
     if args.variant:
@@ -230,6 +242,7 @@ def main() -> None:
                 f"--data-dir={args.data_dir}",
                 f"--accelerator={args.accelerator}",
                 f"--log-dir={args.log_dir}",
+                *([f"--limit-batches={args.limit_batches}"] if args.limit_batches else []),
             ]
             env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore"}
             output = subprocess.run(command, capture_output=True, text=True, env=env, check=True).stdout

@@ -7,7 +7,7 @@ the training part of an epoch and of the whole epoch
 (training + validation + figures), and the overhead in percent. The training-part median skips the
 first epoch, which draws the sample grid once.
 
-    python benchmarks/figures_overhead.py [--epochs 5] [--data-dir data]
+    python benchmarks/figures_overhead.py [--epochs 5] [--data-dir data] [--limit-batches N]
 """
 
 from __future__ import annotations
@@ -21,8 +21,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from timing import EpochTimer, timed_seed_fit
 
 
-def timed_fit(enabled: bool, epochs: int, data_dir: str, log_dir: str) -> EpochTimer:
-    return timed_seed_fit(epochs, data_dir, log_dir, [f"--figures.enabled={str(enabled).lower()}"])
+def timed_fit(enabled: bool, epochs: int, data_dir: str, log_dir: str, limit: int | None) -> EpochTimer:
+    extra = [f"--figures.enabled={str(enabled).lower()}"]
+    if limit is not None:
+        extra += [f"--trainer.limit_train_batches={limit}", f"--trainer.limit_val_batches={limit}"]
+    return timed_seed_fit(epochs, data_dir, log_dir, extra)
 
 
 def main() -> None:
@@ -30,10 +33,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--log-dir", default="/tmp/fmnist_bench_logs")
+    parser.add_argument("--limit-batches", type=int, help="train and validate only this many batches (a quick check)")
     args = parser.parse_args()
     timers: dict[bool, list[EpochTimer]] = {False: [], True: []}
     for enabled in (False, True, False, True):
-        timers[enabled].append(timed_fit(enabled, args.epochs, args.data_dir, args.log_dir))
+        timers[enabled].append(timed_fit(enabled, args.epochs, args.data_dir, args.log_dir, args.limit_batches))
 
     def pooled(enabled: bool, field: str, skip_first: bool) -> list[float]:
         return [s for t in timers[enabled] for s in getattr(t, field)[1 if skip_first else 0 :]]

@@ -5,7 +5,7 @@ run on the same machine, imports excluded. The figures include everything else t
 building the trainer, loading the checkpoint, reading the images (for PNGs: finding, decoding,
 converting and fitting each file), the forward passes and writing the CSV.
 
-    python benchmarks/predict_throughput.py --ckpt_path CKPT [--data-dir data]
+    python benchmarks/predict_throughput.py --ckpt_path CKPT [--data-dir data] [--files 1000]
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from fmnist_pl.cli import main as fmnist_pl
-from fmnist_pl.data.files import TEST_IMAGES, ensure_files, local_source_dirs, read_idx
+from fmnist_pl.data.files import ensure_files, local_source_dirs, read_split
 
 
 def images_per_second(ckpt: str, data_dir: str, out_dir: str, extra: list[str], count: int) -> float:
@@ -43,18 +43,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ckpt_path", required=True)
     parser.add_argument("--data-dir", default="data")
+    parser.add_argument("--files", type=int, default=1000, help="PNG files to write and predict")
     args = parser.parse_args()
     folder = ensure_files(args.data_dir, local_source_dirs(), download=True)
     with tempfile.TemporaryDirectory() as tmp:
         pngs = Path(tmp) / "pngs"
         pngs.mkdir()
-        for i, image in enumerate(read_idx(folder / TEST_IMAGES.name)[:1000]):
+        for i, image in enumerate(read_split(folder, "test")[0][: args.files]):
             Image.fromarray(image.numpy()).save(pngs / f"{i:04d}.png")
         dataset = images_per_second(args.ckpt_path, args.data_dir, tmp, [], 10_000)
-        files = images_per_second(args.ckpt_path, args.data_dir, tmp, [f"--data.predict_path={pngs}"], 1000)
+        files = images_per_second(args.ckpt_path, args.data_dir, tmp, [f"--data.predict_path={pngs}"], args.files)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
     print(f"predict, 10,000 test images from the data set: {dataset:,.0f} images/s")
-    print(f"predict, 1,000 PNG files:                      {files:,.0f} images/s")
+    print(f"predict, {args.files:,} PNG files:{'':<{23 - len(f'{args.files:,}')}}{files:,.0f} images/s")
 
 
 if __name__ == "__main__":

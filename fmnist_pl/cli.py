@@ -29,14 +29,14 @@ from fmnist_pl.callbacks.preemption import CheckpointOnSigterm
 from fmnist_pl.callbacks.rng_state import RestoreRNGState
 from fmnist_pl.checkpoints import SafeCheckpointIO, check_fits, check_is_ours, load_checkpoint
 from fmnist_pl.data.datamodule import FashionMNISTDataModule
-from fmnist_pl.errors import CheckpointError, ConfigError, UserError, user_error_in
+from fmnist_pl.errors import CheckpointError, ConfigError, one_line
 from fmnist_pl.hparams import public
 from fmnist_pl.lightning_internals import KeepCommandLineOverCheckpoint, set_version, subcommand_parser, version_unset
 from fmnist_pl.model import MLP
 from fmnist_pl.module import FashionClassifier
 from fmnist_pl.runs import claim_run_folder, newest_checkpoint, run_folder_of, runs_folder
 from fmnist_pl.speed import QuietProfiler
-from fmnist_pl.usage import closest_option, missing_config, next_steps, optional_package_missing, quiet_unactionable
+from fmnist_pl.usage import closest_option, missing_config, next_steps, quiet_unactionable
 
 # "last" and "best" are resolved here among the earlier runs: in a new process Lightning would look
 # only in the new run's empty folder (last) or fail (best). "hpc" stays Lightning's.
@@ -291,21 +291,14 @@ def main(args: ArgsType = None) -> FashionCLI | None:
         if cli.subcommand == "fit" and rank_zero_only.rank == 0 and not cli.trainer.interrupted:
             print(next_steps(cli.trainer), file=sys.stderr)
         return cli
-    except ModuleNotFoundError as err:
-        # Lightning's message for a callback or logger whose optional package is missing names the
-        # package and its pip command; the traceback around it says nothing more.
-        if os.environ.get("FMNIST_DEBUG") or (line := optional_package_missing(err)) is None:
-            raise
-        print(f"error: {line}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except (UserError, ValueError) as err:
-        if os.environ.get("FMNIST_DEBUG") or (cause := user_error_in(err)) is None:
-            raise
-        print(f"error: {cause}", file=sys.stderr)
-        raise SystemExit(2) from None
     except SIGTERMException as stop:
         # Lightning ends a stopped run with status 0; a scheduler or script must see it did not finish.
         if rank_zero_only.rank == 0:
             where = "".join(f" {note}" for note in getattr(stop, "__notes__", []))
             print(f"error: stopped by SIGTERM{where}", file=sys.stderr)
         raise SystemExit(128 + signal.SIGTERM) from None
+    except Exception as err:
+        if os.environ.get("FMNIST_DEBUG") or (line := one_line(err)) is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -42,12 +42,19 @@ def check_at_least(option: str, value: float, low: float) -> None:
         raise ConfigError(f"{option} must be at least {low}, got {value}")
 
 
-def user_error_in(error: BaseException) -> UserError | None:
-    """The ``UserError`` that ``error`` was raised from, if any: jsonargparse reports an error raised
-    while building a class given by ``class_path`` (``--model.net``) as a ValueError of its own."""
+def one_line(error: BaseException) -> str | None:
+    """What the command line prints for ``error``, or None when it is a bug to show in full.
+
+    A ``UserError``'s message; or Lightning's own line for a callback or logger whose optional
+    package is missing (``RichProgressBar` requires `rich` >= 10.2.2. Install it by running `pip
+    install -U rich``). Looked for along the chain of causes: jsonargparse reports an error raised
+    while building a class given by ``class_path`` (``--model.net``, a callback) as a ValueError of its own.
+    """
     seen: BaseException | None = error
     while seen is not None:
         if isinstance(seen, UserError):
-            return seen
+            return str(seen)
+        if isinstance(seen, ModuleNotFoundError) and "pip install" in str(seen):
+            return str(seen).splitlines()[0]
         seen = seen.__cause__ or seen.__context__
     return None

@@ -1,5 +1,5 @@
 """What the command line says to a person: a misspelt option's closest match, a missing config's
-alternatives, a missing optional package, and the next steps after a fit. Each is one line or a few."""
+alternatives, the next steps after a fit, and silence for what nobody can act on."""
 
 from __future__ import annotations
 
@@ -63,14 +63,6 @@ def missing_config(argv: list[str]) -> None:
         available = sorted(str(path) for path in Path("configs").glob("*.yaml"))
         listed = f"; the configs here: {', '.join(available)}" if available else ""
         raise ConfigError(f"--config {value}: no such file{listed}")
-
-
-def optional_package_missing(err: ModuleNotFoundError) -> str | None:
-    """Lightning's one-line hint for a callback or logger whose optional package is not installed
-    (``Requirement 'rich>=10.2.2' not met. HINT: Try running `pip install -U 'rich>=10.2.2'```), or
-    None for any other missing module."""
-    message = str(err)
-    return message.splitlines()[0] if "pip install" in message else None
 
 
 def next_steps(trainer: Any) -> str:

@@ -1,8 +1,14 @@
 # Two commands do all the set-up on a fresh machine:
 #   make fit    virtual environment, package, data, then fit configs/dropout.yaml (CONFIG=... for another)
-#   make test   the same environment (with the test and export extras), then the test suite
-#   make lint   ruff: lint rules and formatting (pyproject.toml), also run by CI
-#   make distill  fit the teacher (configs/teacher.yaml), then the MLP distilled from it (configs/best.yaml)
+#   make test   the same environment (with the test and export extras), then the whole test suite
+# and, once those have run:
+#   make test-quick   the suite without the tests marked slow (the edit loop)
+#   make evaluate     test the newest run of CONFIG on its best checkpoint
+#   make tensorboard  TensorBoard over lightning_logs/
+#   make lint         ruff: lint rules and formatting (pyproject.toml), also run by CI
+#   make distill      fit the teacher (configs/teacher.yaml), then the MLP distilled from it (configs/best.yaml)
+# Every target runs the tools inside .venv, so nothing needs activating; for commands of your own,
+# `source .venv/bin/activate` first (README, "Using it").
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -10,7 +16,7 @@ CONFIG ?= configs/dropout.yaml
 # Two workers: much of the suite waits on subprocesses and DDP start-up, so the 2 cores overlap it.
 PYTEST_ARGS ?= -n 2
 
-.PHONY: install data fit distill test lint
+.PHONY: install data fit evaluate tensorboard distill test test-quick lint
 
 install: $(VENV)/.installed
 
@@ -26,12 +32,21 @@ data: install
 fit: data
 	$(BIN)/python -m fmnist_pl fit --config $(CONFIG)
 
+evaluate: install
+	$(BIN)/python -m fmnist_pl test --config $(CONFIG) --ckpt_path best
+
+tensorboard: install
+	$(BIN)/tensorboard --logdir lightning_logs
+
 distill: data
 	$(BIN)/python -m fmnist_pl fit --config configs/teacher.yaml
 	$(BIN)/python -m fmnist_pl fit --config configs/best.yaml
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-quick: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS) -m "not slow"
 
 lint: install
 	$(BIN)/ruff check .

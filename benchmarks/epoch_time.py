@@ -130,9 +130,7 @@ def bare_epochs(data_dir: str, epochs: int, device: torch.device, limit: int | N
     return times
 
 
-def lightning_floor_epochs(
-    data_dir: str, epochs: int, device: torch.device, limit: int | None = None
-) -> list[float]:
+def lightning_floor_epochs(data_dir: str, epochs: int, device: torch.device, limit: int | None = None) -> list[float]:
     """The smallest LightningModule over the same batches, no callbacks or logger; seconds per epoch."""
     from lightning.pytorch import LightningModule, Trainer
     from torch.nn import functional as F

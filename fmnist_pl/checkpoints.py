@@ -81,7 +81,9 @@ def check_fits(path: Path, checkpoint: dict[str, Any], model: nn.Module, option:
         difference = f"the checkpoint holds a {stored_class}; the config builds a {built_class}"
     else:
         key = next(k for k in sorted(stored.keys() | built.keys()) if stored.get(k) != built.get(k))
-        difference = f"{key} is {_shape(stored.get(key))} in the checkpoint and {_shape(built.get(key))} in the config's network"
+        difference = (
+            f"{key} is {_shape(stored.get(key))} in the checkpoint and {_shape(built.get(key))} in the config's network"
+        )
     raise CheckpointError(
         f"{option} {path}: {difference}. Give the checkpoint's own settings (or no --config), or another checkpoint."
     )

@@ -205,7 +205,6 @@ class FashionCLI(KeepCommandLineOverCheckpoint, LightningCLI):
         self.config[subcommand]["ckpt_path"] = str(resolved)
         self._checkpoint = (resolved, checkpoint)
 
-
     def before_instantiate_classes(self) -> None:
         quiet_unactionable(self.subcommand)
         if torch.cuda.is_available():

@@ -8,6 +8,7 @@ those gone from the installed Lightning, and the test suite fails with that list
 from __future__ import annotations
 
 import inspect
+import tempfile
 from typing import Any
 
 import lightning
@@ -65,9 +66,11 @@ def missing() -> list[str]:
         gone.append("LightningCLI._parse_ckpt_path (no longer called: KeepCommandLineOverCheckpoint does nothing)")
     if not callable(getattr(LightningCLI, "_parser", None)):
         gone.append("LightningCLI._parser (subcommand_parser)")
-    for logger_class in (TensorBoardLogger, CSVLogger):
-        if "self._version" not in inspect.getsource(logger_class.__init__):
-            gone.append(f"{logger_class.__name__}._version (set_version, version_unset)")
+    with tempfile.TemporaryDirectory() as folder:
+        for logger_class in (TensorBoardLogger, CSVLogger):
+            logger = logger_class(folder)
+            if not version_unset(logger) or (set_version(logger, "version_7"), logger.version)[1] != "version_7":
+                gone.append(f"{logger_class.__name__}._version (set_version, version_unset)")
     if "_current_fx_name" not in vars(LightningModule()):
         gone.append("LightningModule._current_fx_name (CheapHookBookkeeping)")
     return [f"lightning {lightning.__version__}: {name}" for name in gone]

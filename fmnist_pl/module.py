@@ -207,7 +207,9 @@ class FashionClassifier(SafeLoading, CheapHookBookkeeping, LightningModule):
     def _load_teacher(self) -> None:
         datamodule = self.trainer.datamodule
         data_hparams = getattr(datamodule, "hparams", {})
-        path = self.distillation.load(self.raw_image_network, self.device, self.num_classes, normalization(data_hparams))
+        path = self.distillation.load(
+            self.raw_image_network, self.device, self.num_classes, normalization(data_hparams)
+        )
         cache = getattr(datamodule, "cache_teacher_scores", None)
         mirror_invariant = self.distillation.mirror_invariant
         cached = bool(cache and self.mixup is None and cache(self.distillation.scores_of_pixels, mirror_invariant))

@@ -24,7 +24,9 @@ def closest_option(parser: ArgumentParser, message: str) -> str | None:
         given = match.group(1).split("=", 1)[0]
         options = [option for action in getattr(parser, "_actions", []) for option in action.option_strings]
     elif match := re.search(
-        r'Parser key "([\w.]+)":.*?given class_path \'([\w.]+)\':\s*Option \'(\w+)\' is not accepted', message, re.DOTALL
+        r'Parser key "([\w.]+)":.*?given class_path \'([\w.]+)\':\s*Option \'(\w+)\' is not accepted',
+        message,
+        re.DOTALL,
     ):
         key, class_path, name = match.groups()
         given = f"--{key}.{name}"

@@ -35,7 +35,15 @@ def trained_checkpoint(tmp_path_factory: pytest.TempPathFactory, real_data_dir: 
     folder = tmp_path_factory.mktemp("trained")
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(folder)
-        main(["fit", *SMALL_RUN, f"--data.data_dir={real_data_dir}", "--model.net.dropout=0.2", "--figures.enabled=false"])
+        main(
+            [
+                "fit",
+                *SMALL_RUN,
+                f"--data.data_dir={real_data_dir}",
+                "--model.net.dropout=0.2",
+                "--figures.enabled=false",
+            ]
+        )
     return folder / "lightning_logs" / "default" / "version_0" / "checkpoints" / "last.ckpt"
 
 

@@ -115,7 +115,6 @@ def run_main(args: Sequence[str], cwd: Path, monkeypatch: pytest.MonkeyPatch):
     return main(list(args))
 
 
-
 def save_classifier_checkpoint(path: Path, net_class: type[nn.Module], **init_args: Any) -> Path:
     """A checkpoint of the classifier around ``net_class(**init_args)``, its hyperparameters in the form
     LightningCLI stores them (the network as class_path and init_args), as a fit through the CLI writes."""
@@ -129,7 +128,11 @@ def save_classifier_checkpoint(path: Path, net_class: type[nn.Module], **init_ar
         "_instantiator": "lightning.pytorch.cli.instantiate_module",
     }
     torch.save(
-        {"state_dict": module.state_dict(), "hyper_parameters": hparams, "pytorch-lightning_version": lightning.__version__},
+        {
+            "state_dict": module.state_dict(),
+            "hyper_parameters": hparams,
+            "pytorch-lightning_version": lightning.__version__,
+        },
         path,
     )
     return path

@@ -105,7 +105,9 @@ def test_no_global_random_state_is_consumed() -> None:
 
 def test_normalization_and_shape() -> None:
     images = torch.randint(0, 256, (10, 28, 28), dtype=torch.uint8)
-    loader = DeviceLoader(images, torch.arange(10), EpochSampler(10, False, 0), batch_size=4, normalization=Normalization(0.25, 0.5))
+    loader = DeviceLoader(
+        images, torch.arange(10), EpochSampler(10, False, 0), batch_size=4, normalization=Normalization(0.25, 0.5)
+    )
     batch, labels = next(iter(loader))
     assert batch.shape == (4, 1, 28, 28) and batch.dtype == torch.float32 and labels.tolist() == [0, 1, 2, 3]
     torch.testing.assert_close(batch, (images[:4, None].float() / 255 - 0.25) / 0.5)

@@ -36,7 +36,9 @@ def fit(tmp_path: Path, real_data_dir: Path, monkeypatch: pytest.MonkeyPatch):
 
     def run(*options: str, config: str = SEED) -> FashionCLI:
         # No figures unless a test looks at them: drawing them costs ~0.5 s a run.
-        return main(["fit", "--config", config, *QUIET, "--figures.enabled=false", f"--data.data_dir={real_data_dir}", *options])
+        return main(
+            ["fit", "--config", config, *QUIET, "--figures.enabled=false", f"--data.data_dir={real_data_dir}", *options]
+        )
 
     return run
 

@@ -1,0 +1,188 @@
+"""The shape of the code base: one direction of imports, Lightning's private names still there, a
+clean tree after the commands run, and benchmarks that still run."""
+
+from __future__ import annotations
+
+import ast
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fmnist_pl import lightning_internals
+
+from .helpers import REPO, QUIET, run_main
+
+PACKAGE = REPO / "fmnist_pl"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def project_imports(path: Path, modules: set[str]) -> set[str]:
+    """The project modules ``path`` imports anywhere in it (function-local imports included)."""
+    found = set()
+    package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, *([base] if base else [])])
+            # `from a import b` imports the module a.b when there is one, else a name from a.
+            names = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base for alias in node.names]
+        else:
+            continue
+        found |= {name for name in names if name in modules}
+    return found - {module_name(path)}
+
+
+def import_graph() -> dict[str, set[str]]:
+    paths = sorted(PACKAGE.rglob("*.py"))
+    modules = {module_name(path) for path in paths}
+    return {module_name(path): project_imports(path, modules) for path in paths}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as a list of modules (first repeated at the end), or None."""
+    state: dict[str, str] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = "open"
+        stack.append(node)
+        for target in sorted(graph.get(node, ())):
+            if state.get(target) == "open":
+                return stack[stack.index(target) :] + [target]
+            if target not in state and (cycle := visit(target)):
+                return cycle
+        state[node] = "done"
+        stack.pop()
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
+
+
+def test_the_package_has_no_import_cycle() -> None:
+    graph = import_graph()
+    assert "fmnist_pl.export" in graph["fmnist_pl.cli"]  # function-local imports are seen
+    assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
+
+
+def test_dependencies_point_one_way() -> None:
+    graph = import_graph()
+    # The networks know no Lightning and no training code; the shared facts know nothing of the project.
+    assert graph["fmnist_pl.fashion_mnist"] == set()
+    assert graph["fmnist_pl.model"] <= {"fmnist_pl.fashion_mnist", "fmnist_pl.errors"}
+    assert "lightning" not in (PACKAGE / "model.py").read_text()
+    commands = {"fmnist_pl.cli", "fmnist_pl.export", "fmnist_pl.show"}
+    for module, imported in graph.items():
+        if module not in commands and not module.endswith("__main__"):
+            assert not imported & commands, f"{module} imports a command: {imported & commands}"
+
+
+def test_every_private_lightning_name_relied_on_is_still_there() -> None:
+    assert lightning_internals.missing() == [], "\n".join(lightning_internals.missing())
+    private = [
+        path.relative_to(REPO)
+        for path in PACKAGE.rglob("*.py")
+        if path.name != "lightning_internals.py" and "._version" in path.read_text()
+    ]
+    assert private == []
+
+
+def tracked_copy(destination: Path) -> Path:
+    """The working tree's tracked files, with their .gitignore, as a fresh repository's first commit."""
+    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    for name in files:
+        if (REPO / name).is_file():
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, destination / name)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], cwd=destination, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=destination, check=True)
+    subprocess.run([*git, "commit", "-qm", "clone"], cwd=destination, check=True)
+    return destination
+
+
+@pytest.mark.slow
+def test_fit_test_and_predict_from_a_clones_root_leave_git_status_clean(
+    tmp_path: Path, real_data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clone = tracked_copy(tmp_path / "clone")
+    monkeypatch.setenv("FMNIST_DATA", str(real_data_dir / "FashionMNIST" / "raw"))
+    small = [*QUIET, "--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1"]
+    run_main(["fit", "--config", "configs/seed.yaml", *small], clone, monkeypatch)  # the default data folder
+    ckpt = "lightning_logs/seed/version_0/checkpoints/last.ckpt"
+    run_main(["test", f"--ckpt_path={ckpt}", *QUIET, "--trainer.limit_test_batches=1"], clone, monkeypatch)
+    run_main(["predict", f"--ckpt_path={ckpt}", *QUIET, "--trainer.limit_predict_batches=1"], clone, monkeypatch)
+    assert (clone / "data").is_dir() and (clone / ckpt).is_file()
+    assert list((clone / "lightning_logs" / "seed" / "version_0").rglob("predictions.csv"))
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=clone, capture_output=True, text=True, check=True)
+    assert status.stdout == ""
+
+
+def run_benchmark(*args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=300, env={"PYTHONPATH": str(REPO)}
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+@pytest.mark.slow
+def test_the_epoch_benchmark_runs_at_its_smallest_size(real_data_dir: Path, tmp_path: Path) -> None:
+    out = run_benchmark(
+        "benchmarks/epoch_time.py",
+        "--epochs=1",
+        "--rounds=1",
+        "--limit-batches=3",
+        f"--data-dir={real_data_dir}",
+        f"--log-dir={tmp_path}",
+        "--accelerator=cpu",
+    )
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[2:]}
+    assert set(rows) == {"tutorial", "fast", "torchvision", "bare", "lightning"}
+    for row in rows.values():
+        assert float(row[1]) > 0 and int(row[2]) == 192  # 3 batches of 64
+        assert row[4].endswith("x") and float(row[4][:-1]) > 0
+
+
+@pytest.mark.slow
+def test_the_figures_benchmark_runs_at_its_smallest_size(real_data_dir: Path, tmp_path: Path) -> None:
+    out = run_benchmark(
+        "benchmarks/figures_overhead.py",
+        "--epochs=2",
+        "--limit-batches=2",
+        f"--data-dir={real_data_dir}",
+        f"--log-dir={tmp_path}",
+    )
+    rows = [line for line in out.splitlines() if line.startswith(("training part", "whole epoch", "all epochs"))]
+    assert len(rows) == 3 and all(line.rstrip().endswith("%") for line in rows)
+
+
+@pytest.mark.slow
+def test_the_predict_benchmark_runs_at_its_smallest_size(trained_checkpoint: Path, real_data_dir: Path) -> None:
+    out = run_benchmark(
+        "benchmarks/predict_throughput.py",
+        f"--ckpt_path={trained_checkpoint}",
+        f"--data-dir={real_data_dir}",
+        "--files=20",
+    )
+    rates = [line for line in out.splitlines() if line.startswith("predict,")]
+    assert len(rates) == 2 and "20 PNG files" in rates[1]
+    assert all(float(line.split()[-2].replace(",", "")) > 0 for line in rates)

@@ -170,6 +170,7 @@ SafeCheckpointIO().save_checkpoint({"state_dict": {"w": torch.ones(1000)}, "epoc
 """
 
 
+@pytest.mark.slow
 def test_a_kill_while_saving_leaves_the_previous_checkpoint_loadable(tmp_path: Path) -> None:
     path = tmp_path / "checkpoints" / "last.ckpt"
     result = subprocess.run(

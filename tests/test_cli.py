@@ -29,6 +29,7 @@ def fit(tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch, *extra:
     return runs[-1]
 
 
+@pytest.mark.slow
 def test_fit_writes_one_run_folder_then_test_and_validate_need_no_config(
     tmp_path: Path, real_data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
@@ -93,6 +94,7 @@ def test_last_ckpt_holds_the_final_epoch_even_when_val_acc_stops_improving(
     assert last["epoch"] == 2 and best["epoch"] == 0
 
 
+@pytest.mark.slow
 def test_best_and_last_after_fit_in_the_same_process(
     tmp_path: Path, real_data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -120,6 +122,7 @@ def test_scheduler_steps_once_per_epoch(tmp_path: Path, real_data_dir: Path, mon
     assert cli.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.01 * 0.5**2)
 
 
+@pytest.mark.slow
 def test_same_config_twice_gives_the_same_metrics(
     tmp_path: Path, real_data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -130,6 +133,7 @@ def test_same_config_twice_gives_the_same_metrics(
     assert first == second and set(first) >= TRAIN_VAL_TAGS
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
 def test_every_config_trains_briefly(
     config: Path, tmp_path: Path, real_data_dir: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
@@ -179,6 +183,7 @@ def test_bad_values_are_one_line_errors(
     assert not (tmp_path / "lightning_logs").exists()
 
 
+@pytest.mark.slow
 def test_a_bad_value_from_the_real_command(tmp_path: Path) -> None:
     result = run_cli(["fit", "--model.net.dropout=1.5"], cwd=tmp_path, check=False)
     assert result.returncode == 2 and "Traceback" not in result.stderr
@@ -197,6 +202,7 @@ def test_unknown_options_and_wrong_types_are_the_clis_errors(
     assert code not in (0, None) and named in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_fits_started_at_once_each_get_a_folder_of_their_own(tmp_path: Path, real_data_dir: Path) -> None:
     command = [
         sys.executable,
@@ -257,6 +263,7 @@ def test_a_missing_config_lists_the_configs_there(
     assert code == 2 and err.strip() == f"error: --config configs/nope.yaml: no such file; the configs here: {listed}"
 
 
+@pytest.mark.slow
 def test_a_fit_ends_naming_its_run_and_the_next_commands(
     tmp_path: Path, real_data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
@@ -270,6 +277,7 @@ def test_a_fit_ends_naming_its_run_and_the_next_commands(
     ]
 
 
+@pytest.mark.slow
 def test_resuming_a_finished_run_says_so_and_changes_nothing(
     tmp_path: Path, real_data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
@@ -288,6 +296,7 @@ def test_resuming_a_finished_run_says_so_and_changes_nothing(
     assert len(scalars(run_dir)["val/acc"]) == 3
 
 
+@pytest.mark.slow
 def test_every_command_spells_the_data_folder_alike(
     trained_checkpoint: Path, real_data_dir: Path, tmp_path: Path
 ) -> None:

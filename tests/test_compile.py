@@ -14,6 +14,7 @@ def test_auto_stays_eager_on_the_cpu() -> None:
     assert module.net._compiled_call_impl is None
 
 
+@pytest.mark.slow
 def test_compiled_network_matches_eager_and_keeps_checkpoint_keys() -> None:
     torch.manual_seed(0)
     module = FashionClassifier(compile_mode="default")

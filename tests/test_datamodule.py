@@ -30,6 +30,7 @@ def test_split_is_disjoint_complete_and_fixed_by_its_seed() -> None:
     assert torch.equal(train, train.sort().values)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loader", LOADERS)
 def test_loaders_cover_every_image_once(real_data_dir: Path, loader: str) -> None:
     data = make(real_data_dir, loader, val_size=5000, batch_size=64)

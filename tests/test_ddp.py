@@ -27,31 +27,36 @@ def seen_by_both(folder: Path, stage: str) -> list[torch.Tensor]:
     return [record["seen"] for record in records]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loader", ["tensor", "torchvision"])
 def test_two_process_fit_and_test_see_every_image_once_and_sync_metrics(
     tmp_path: Path, real_data_dir: Path, loader: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The PIL path trains on 10,000 of the images (validating 2 batches): decoding them costs seconds.
+    val_size, steps = (5000, 55) if loader == "tensor" else (50_000, 10)
     data = [f"--data.data_dir={real_data_dir}", f"--data.loader={loader}", "--data.batch_size=500"]
+    data += [f"--data.val_size={val_size}"] + ([] if loader == "tensor" else ["--trainer.limit_val_batches=2"])
+    adam = ["--model.optimizer=torch.optim.AdamW", "--model.optimizer.lr=0.003"]  # trained in a few steps
     record = ["--trainer.callbacks+=tests.probes.Recorder", f"--trainer.callbacks.out={tmp_path / 'seen'}"]
     # With Lightning's flags that act per batch: validation twice in the epoch, gradient clipping.
     # (On one data path: the flags do not depend on it, and the PIL path's extra validation costs seconds.)
     flags = ["--trainer.val_check_interval=0.5", "--trainer.gradient_clip_val=1.0"] if loader == "tensor" else []
     run_cli(
-        ["fit", *DDP, *data, *record, *flags, "--trainer.max_epochs=1", "--figures.enabled=false"],
+        ["fit", *DDP, *data, *adam, *record, *flags, "--trainer.max_epochs=1", "--figures.enabled=false"],
         cwd=tmp_path,
         timeout=300,
     )
     ckpt = tmp_path / "lightning_logs" / "default" / "version_0" / "checkpoints" / "last.ckpt"
-    assert torch.load(ckpt, weights_only=True)["global_step"] == 55  # 27,500 images a process, batch 500
+    assert torch.load(ckpt, weights_only=True)["global_step"] == steps  # half the images a process, batch 500
     assert len(scalars(ckpt.parent.parent)["val/acc"]) == (2 if flags else 1)
     # With the figures callback on: it must not wait on a collective that only one process enters.
     run_cli(["test", f"--ckpt_path={ckpt}", *DDP, *record], cwd=tmp_path, timeout=300)
 
-    reference = FashionMNISTDataModule(data_dir=str(real_data_dir), download=False, shuffle=False)
+    reference = FashionMNISTDataModule(data_dir=str(real_data_dir), download=False, shuffle=False, val_size=val_size)
     reference.setup("fit"), reference.setup("test")
-    # Training: disjoint halves of the 55,000 training images (55,000 splits evenly), covering all.
+    # Training: disjoint halves of the training images (they split evenly), covering all.
     train = seen_by_both(tmp_path / "seen", "fit")
-    assert [len(part) for part in train] == [27500, 27500]
+    assert [len(part) for part in train] == [500 * steps, 500 * steps]
     expected_train = torch.cat([fingerprint(images) for images, _ in reference.train_dataloader()])
     torch.testing.assert_close(torch.cat(train).sort().values, expected_train.sort().values, rtol=0, atol=1e-6)
     # Test: 5,000 images each, every one of the 10,000 exactly once (no padding, no duplicates).
@@ -76,9 +81,10 @@ def test_two_process_fit_and_test_see_every_image_once_and_sync_metrics(
     )
     single_acc = cli.trainer.callback_metrics["test/acc"].item()
     assert ddp_acc == pytest.approx(single_acc, abs=1e-6)
-    assert 0.3 < single_acc < 1.0  # trained: well above chance (0.1) after 55 steps
+    assert single_acc > 0.3  # trained: well above chance (0.1) after 10 steps
 
 
+@pytest.mark.slow
 def test_two_process_predict_writes_the_single_process_csv(
     tmp_path: Path, trained_checkpoint: Path, real_data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -59,6 +59,7 @@ def test_cached_teacher_scores_equal_the_teachers_output_on_the_batch(flip: bool
     assert (100 < flipped < 200) if flip and not mirror_invariant else flipped == 0
 
 
+@pytest.mark.slow
 def test_teacher_then_student_and_the_student_needs_no_teacher_afterwards(
     tmp_path: Path,
     teacher_run: Path,
@@ -92,6 +93,7 @@ def test_teacher_then_student_and_the_student_needs_no_teacher_afterwards(
     assert student(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
 
+@pytest.mark.slow
 def test_an_augmented_or_mixed_batch_is_scored_by_the_teacher_itself(
     tmp_path: Path,
     teacher_run: Path,

@@ -101,6 +101,7 @@ def test_show_without_display_or_out_is_a_one_line_error(
     assert code == 2 and "give --out FILE.png" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_fit_and_test_write_figures_scalars_and_real_hparams(
     tmp_path: Path, real_data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

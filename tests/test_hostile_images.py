@@ -95,6 +95,7 @@ def hostile_folder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list
     return folder, good, hostile
 
 
+@pytest.mark.slow
 def test_a_hostile_folder_is_predicted_with_one_warning_per_bad_file_and_memory_below_2_gb(
     tmp_path: Path, trained_checkpoint: Path, hostile_folder
 ) -> None:

@@ -74,6 +74,7 @@ def assert_ends_like(expected_run: Path, got_run: Path, tags: tuple[str, ...] = 
     assert best == sorted(p.name for p in (expected_run / "checkpoints").glob("best-*.ckpt"))
 
 
+@pytest.mark.slow
 def test_killed_mid_epoch_then_resumed_ends_like_an_uninterrupted_run(
     uninterrupted, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
@@ -92,6 +93,7 @@ def test_killed_mid_epoch_then_resumed_ends_like_an_uninterrupted_run(
     assert_ends_like(whole, run_folder(tmp_path))
 
 
+@pytest.mark.slow
 def test_sigterm_saves_mid_epoch_exits_143_and_the_resumed_run_ends_like_an_uninterrupted_one(
     uninterrupted, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
@@ -128,6 +130,7 @@ def test_resuming_from_lightnings_every_n_train_steps_checkpoint_ends_like_an_un
     assert_ends_like(whole, run_folder(tmp_path), tags=())
 
 
+@pytest.mark.slow
 def test_sigterm_during_validation_saves_nothing_new_and_exits_143(
     tmp_path: Path, real_data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
@@ -203,6 +206,7 @@ def test_resume_from_last_without_earlier_runs_is_a_one_line_error(
     )
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_training_and_keeps_the_good_checkpoints(
     tmp_path: Path, real_data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:

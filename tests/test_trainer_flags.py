@@ -48,6 +48,7 @@ def callback(cli: FashionCLI, kind: type):
     return found
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loader", ["tensor", "torchvision"])
 def test_limit_train_batches_and_max_steps_count_optimizer_steps(fit, loader: str) -> None:
     cli = fit(
@@ -67,6 +68,7 @@ def test_the_progress_bar_counts_batches(fit) -> None:
     assert cli.trainer.progress_bar_callback.total_train_batches == 860
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("algorithm", "measured"), [("norm", "norms"), ("value", "max_abs")])
 def test_gradient_clipping_bounds_what_the_optimizer_applies(fit, algorithm: str, measured: str) -> None:
     common = [
@@ -88,6 +90,7 @@ def test_gradient_clipping_bounds_what_the_optimizer_applies(fit, algorithm: str
     assert min(clipped) >= bound * 0.99  # clipped down to the bound, not zeroed
 
 
+@pytest.mark.slow
 def test_accumulating_two_batches_of_64_equals_one_batch_of_128(fit) -> None:
     # SGD without dropout or shuffling: the accumulated gradient is the mean over 128 images.
     options = ["--trainer.max_epochs=1", "--trainer.limit_val_batches=0", "--model.optimizer.lr=0.1"]
@@ -98,6 +101,7 @@ def test_accumulating_two_batches_of_64_equals_one_batch_of_128(fit) -> None:
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("interval", "per_epoch"), [("0.5", 2), ("5", 2), ("1.0", 1)])
 def test_val_check_interval_validates_within_the_epoch_and_the_run_finishes(fit, interval: str, per_epoch: int) -> None:
     cli = fit(
@@ -128,6 +132,7 @@ def test_no_validation_at_all_finishes_with_figures_and_hparams(fit) -> None:
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
 
 
+@pytest.mark.slow
 def test_plateau_scheduler_skips_epochs_without_validation_and_takes_any_monitor(fit) -> None:
     plateau = [
         "--model.scheduler=torch.optim.lr_scheduler.ReduceLROnPlateau",
@@ -234,6 +239,7 @@ def test_checkpoint_every_n_train_steps_counts_optimizer_steps(fit, tmp_path: Pa
     assert sorted(p.name for p in (tmp_path / "steps").glob("*.ckpt")) == ["step=4.ckpt", "step=8.ckpt"]
 
 
+@pytest.mark.slow
 def test_mixed_precision_trains_close_to_full_precision(fit) -> None:
     options = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=20", "--trainer.limit_val_batches=4"]
     full = fit(*options).trainer.callback_metrics
@@ -329,6 +335,7 @@ def test_hparams_record_the_optimizer_the_scheduler_max_epochs_and_the_seed(fit)
     assert session["seed_everything"].number_value == 5 and session["trainer/max_epochs"].number_value == 1
 
 
+@pytest.mark.slow
 def test_test_with_ckpt_path_best_in_a_new_process_takes_the_newest_runs_best(
     fit, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -354,6 +361,7 @@ def test_config_before_the_subcommand_is_a_one_line_hint(
     assert "go after the subcommand" in err and "python -m fmnist_pl fit --config" in err
 
 
+@pytest.mark.slow
 def test_a_profiler_given_is_used_and_none_given_profiles_nothing(fit, tmp_path: Path) -> None:
     options = ["--trainer.max_steps=3", "--trainer.limit_val_batches=1"]
     profiled = fit(

@@ -165,9 +165,10 @@ class FashionCLI(KeepCommandLineOverCheckpoint, LightningCLI):
         parser.add_argument(
             "--float32_matmul_precision",
             choices=["highest", "high", "medium"],
-            default="high",
-            help="torch.set_float32_matmul_precision on CUDA: 'high' lets float32 matrix products use TF32 "
-            "(what Lightning's own warning recommends); 'highest' keeps full float32.",
+            default=None,
+            help="torch.set_float32_matmul_precision on CUDA (a setting for the whole process, so only when "
+            "asked): 'high' lets float32 matrix products use TF32, as Lightning's own warning recommends; "
+            "unset leaves torch's own, full float32.",
         )
         parser.add_lightning_class_args(TensorBoardFigures, "figures")
         parser.add_lightning_class_args(PredictionCSV, "predictions")
@@ -207,8 +208,8 @@ class FashionCLI(KeepCommandLineOverCheckpoint, LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         quiet_unactionable(self.subcommand)
-        if torch.cuda.is_available():
-            config = self.config[self.subcommand] if self.subcommand else self.config
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        if config.float32_matmul_precision is not None and torch.cuda.is_available():
             torch.set_float32_matmul_precision(config.float32_matmul_precision)
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:

@@ -138,6 +138,18 @@ def save_classifier_checkpoint(path: Path, net_class: type[nn.Module], **init_ar
     return path
 
 
+def test_accuracy(ckpt: Path, data_dir: Path) -> float:
+    """A checkpoint's accuracy on the 10,000 test images, scored here without Lightning."""
+    from fmnist_pl.data.files import raw_dir, read_split
+    from fmnist_pl.fashion_mnist import to_unit
+    from fmnist_pl.module import FashionClassifier
+
+    images, labels = read_split(raw_dir(data_dir), "test")
+    with torch.no_grad():
+        predicted = FashionClassifier.raw_image_network(ckpt)(to_unit(images.unsqueeze(1))).argmax(1)
+    return (predicted == labels.long()).double().mean().item()
+
+
 def scalars(run_dir: Path) -> dict[str, list[float]]:
     """Every scalar in a run folder's own TensorBoard event files, by tag."""
     accumulator = EventAccumulator(str(run_dir))

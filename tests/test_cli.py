@@ -12,11 +12,8 @@ import torch
 import yaml
 
 from fmnist_pl.cli import main
-from fmnist_pl.data.files import raw_dir, read_split
-from fmnist_pl.fashion_mnist import to_unit
-from fmnist_pl.module import FashionClassifier
 
-from .helpers import REPO, SMALL_RUN, exit_of_main, run_cli, run_main, scalars
+from .helpers import REPO, SMALL_RUN, exit_of_main, run_cli, run_main, scalars, test_accuracy
 
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 TRAIN_VAL_TAGS = {"train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best"}
@@ -55,10 +52,7 @@ def test_fit_writes_one_run_folder_then_test_and_validate_need_no_config(
     test_scalars = scalars(test_dir)
     assert {"test/acc", "test/loss"} <= set(test_scalars)
     # The logged accuracy is the checkpoint's on the 10,000 test images, scored here independently.
-    images, labels = read_split(raw_dir(real_data_dir), "test")
-    with torch.no_grad():
-        predicted = FashionClassifier.raw_image_network(ckpt)(to_unit(images.unsqueeze(1))).argmax(1)
-    assert test_scalars["test/acc"][0] == pytest.approx((predicted == labels.long()).double().mean().item(), abs=1e-6)
+    assert test_scalars["test/acc"][0] == pytest.approx(test_accuracy(ckpt, real_data_dir), abs=1e-6)
 
     # An option given on the command line wins over the checkpoint's value.
     run_main(
@@ -101,10 +95,13 @@ def test_best_and_last_after_fit_in_the_same_process(
     monkeypatch.chdir(tmp_path)
     cli = main(["fit", *SMALL_RUN, f"--data.data_dir={real_data_dir}"])
     best = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path="best", verbose=False)
-    assert cli.trainer.ckpt_path == cli.trainer.checkpoint_callback.best_model_path
+    best_path = cli.trainer.checkpoint_callback.best_model_path
+    assert cli.trainer.ckpt_path == best_path
     last = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path="last", verbose=False)
     assert Path(cli.trainer.ckpt_path).name == "last.ckpt"
-    assert 0 < best[0]["test/acc"] <= 1 and 0 < last[0]["test/acc"] <= 1
+    # Each scored its own weights.
+    assert best[0]["test/acc"] == pytest.approx(test_accuracy(Path(best_path), real_data_dir), abs=1e-6)
+    assert last[0]["test/acc"] == pytest.approx(test_accuracy(Path(cli.trainer.ckpt_path), real_data_dir), abs=1e-6)
 
 
 def test_scheduler_steps_once_per_epoch(tmp_path: Path, real_data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
+from fmnist_pl.model import MLP, compile_network
 from fmnist_pl.module import FashionClassifier
 
 
-def test_auto_stays_eager_on_the_cpu() -> None:
+def test_auto_stays_eager_on_the_cpu_and_changes_no_global_setting() -> None:
     module = FashionClassifier(compile_mode="auto")
     module.configure_model()
-    assert module.net._compiled_call_impl is None
+    assert not module._compiled
+    assert compile_network(MLP(), "auto", torch.device("cpu")) is False
+    assert torch._dynamo.config.suppress_errors is False  # not switched on for the whole process
 
 
 @pytest.mark.slow
@@ -21,8 +24,12 @@ def test_compiled_network_matches_eager_and_keeps_checkpoint_keys() -> None:
     eager_keys = set(module.state_dict())
     images = torch.rand(64, 1, 28, 28)
     expected = module(images)
+    compiles = []
+    compile_once = module.net.compile
+    module.net.compile = lambda **options: (compiles.append(options), compile_once(**options))
     module.configure_model()
-    assert module.net._compiled_call_impl is not None
+    module.configure_model()  # Lightning calls it at every fit, validate, test and predict: compiled once
+    assert compiles == [{"mode": "default", "dynamic": False}]
     torch.testing.assert_close(module(images), expected, rtol=1e-5, atol=1e-5)
     assert set(module.state_dict()) == eager_keys  # checkpoints load the same either way
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-import numpy as np
 import matplotlib.ft2font
+import numpy as np
 import pytest
 import yaml
 from matplotlib import image as mpimg

@@ -13,7 +13,7 @@ import pytest
 
 from fmnist_pl import lightning_internals
 
-from .helpers import REPO, QUIET, run_main
+from .helpers import QUIET, REPO, run_main
 
 PACKAGE = REPO / "fmnist_pl"
 

@@ -47,7 +47,8 @@ def test_another_network_class_is_one_line(
     code, err = exit_of_main(["test", "--config", SEED, f"--ckpt_path={path}"], capsys)
     assert code == 2
     assert err.strip().startswith(
-        f"error: --ckpt_path {path}: the checkpoint holds a fmnist_pl.model.CNN; the config builds a fmnist_pl.model.MLP."
+        f"error: --ckpt_path {path}: the checkpoint holds a fmnist_pl.model.CNN; "
+        "the config builds a fmnist_pl.model.MLP."
     ), err
 
 

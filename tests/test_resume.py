@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from .helpers import REPO, exit_of_main, run_cli, run_main, scalars
+from .helpers import QUIET, REPO, exit_of_main, run_cli, run_main, scalars
 
 # dropout.yaml (dropout, flips, shuffling: all three draw random numbers) with an optimizer and a
 # scheduler that both carry state, shrunk to a few seconds: 3 epochs of 16 batches.
@@ -17,12 +17,10 @@ RUN = [
     "fit",
     "--config",
     str(REPO / "configs" / "dropout.yaml"),
-    "--trainer.accelerator=cpu",
+    *QUIET,
     "--trainer.max_epochs=3",
     "--trainer.limit_train_batches=16",
     "--trainer.limit_val_batches=3",
-    "--trainer.enable_progress_bar=false",
-    "--trainer.enable_model_summary=false",
     "--figures.enabled=false",
     "--model.optimizer=torch.optim.AdamW",
     "--model.optimizer.lr=0.002",

@@ -213,11 +213,13 @@ class FashionCLI(KeepCommandLineOverCheckpoint, LightningCLI):
             torch.set_float32_matmul_precision(config.float32_matmul_precision)
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        """The Trainer, reading and writing checkpoints through ``SafeCheckpointIO`` unless told otherwise,
-        and with :class:`~fmnist_pl.speed.QuietProfiler` when no profiler is asked for.
+        """The Trainer, with this project's persistent callbacks (:func:`always_on_callbacks`), reading
+        and writing checkpoints through ``SafeCheckpointIO`` unless told otherwise, and with
+        :class:`~fmnist_pl.speed.QuietProfiler` when no profiler is asked for.
 
-        Set on the strategy rather than as a default of ``--trainer.plugins``, so that plugins given
-        for other reasons (precision, environments) do not silently drop it.
+        The checkpoint IO is set on the strategy rather than as a default of ``--trainer.plugins``, so
+        that plugins given for other reasons (precision, environments) do not silently drop it. A
+        ``--ckpt_path`` whose network does not fit the model is refused first, before any folder exists.
         """
         if self._checkpoint is not None:  # the model exists now; nothing is written before this check
             check_fits(*self._checkpoint, self.model)

@@ -138,7 +138,7 @@ def save_classifier_checkpoint(path: Path, net_class: type[nn.Module], **init_ar
     return path
 
 
-def test_accuracy(ckpt: Path, data_dir: Path) -> float:
+def accuracy_on_test_split(ckpt: Path, data_dir: Path) -> float:
     """A checkpoint's accuracy on the 10,000 test images, scored here without Lightning."""
     from fmnist_pl.data.files import raw_dir, read_split
     from fmnist_pl.fashion_mnist import to_unit

@@ -13,7 +13,7 @@ import yaml
 
 from fmnist_pl.cli import main
 
-from .helpers import REPO, SMALL_RUN, exit_of_main, run_cli, run_main, scalars, test_accuracy
+from .helpers import REPO, SMALL_RUN, accuracy_on_test_split, exit_of_main, run_cli, run_main, scalars
 
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 TRAIN_VAL_TAGS = {"train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best"}
@@ -52,7 +52,7 @@ def test_fit_writes_one_run_folder_then_test_and_validate_need_no_config(
     test_scalars = scalars(test_dir)
     assert {"test/acc", "test/loss"} <= set(test_scalars)
     # The logged accuracy is the checkpoint's on the 10,000 test images, scored here independently.
-    assert test_scalars["test/acc"][0] == pytest.approx(test_accuracy(ckpt, real_data_dir), abs=1e-6)
+    assert test_scalars["test/acc"][0] == pytest.approx(accuracy_on_test_split(ckpt, real_data_dir), abs=1e-6)
 
     # An option given on the command line wins over the checkpoint's value.
     run_main(
@@ -100,8 +100,10 @@ def test_best_and_last_after_fit_in_the_same_process(
     last = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path="last", verbose=False)
     assert Path(cli.trainer.ckpt_path).name == "last.ckpt"
     # Each scored its own weights.
-    assert best[0]["test/acc"] == pytest.approx(test_accuracy(Path(best_path), real_data_dir), abs=1e-6)
-    assert last[0]["test/acc"] == pytest.approx(test_accuracy(Path(cli.trainer.ckpt_path), real_data_dir), abs=1e-6)
+    assert best[0]["test/acc"] == pytest.approx(accuracy_on_test_split(Path(best_path), real_data_dir), abs=1e-6)
+    assert last[0]["test/acc"] == pytest.approx(
+        accuracy_on_test_split(Path(cli.trainer.ckpt_path), real_data_dir), abs=1e-6
+    )
 
 
 def test_scheduler_steps_once_per_epoch(tmp_path: Path, real_data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -50,41 +50,53 @@ TUTORIAL_IMAGES = 60_000
 PROJECT_IMAGES = 55_000
 
 
+class TutorialNet(torch.nn.Module):
+    """The tutorial's network: three Linear layers, ReLU between, flattening in forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = torch.nn.Linear(784, 256)
+        self.fc2 = torch.nn.Linear(256, 128)
+        self.fc3 = torch.nn.Linear(128, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.view(-1, 784)
+        x = torch.relu(self.fc1(x))
+        x = torch.relu(self.fc2(x))
+        return self.fc3(x)
+
+
+def tutorial_network() -> torch.nn.Module:
+    return TutorialNet()
+
+
+def tutorial_train_epoch(model, optimizer, loader, device: torch.device, limit: int | None = None) -> None:
+    """The tutorial's train(): one pass over the loader, step after every batch."""
+    from torch.nn import functional as F
+
+    model.train()
+    for images, target in itertools.islice(loader, limit):
+        images, target = images.to(device), target.to(device)
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(images), target)
+        loss.backward()
+        optimizer.step()
+
+
 def tutorial_epochs(data_dir: str, epochs: int, device: torch.device, limit: int | None = None) -> list[float]:
     """The tutorial's train() loop, verbatim in substance; returns seconds per epoch."""
-    from torch import nn
-    from torch.nn import functional as F
     from torch.utils import data
     from torchvision import datasets, transforms
 
-    class Net(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.fc1 = nn.Linear(784, 256)
-            self.fc2 = nn.Linear(256, 128)
-            self.fc3 = nn.Linear(128, 10)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            x = x.view(-1, 784)
-            x = F.relu(self.fc1(x))
-            x = F.relu(self.fc2(x))
-            return self.fc3(x)
-
     trainset = datasets.FashionMNIST(data_dir, train=True, download=False, transform=transforms.ToTensor())
     train_loader = data.DataLoader(dataset=trainset, batch_size=64)
-    model = Net().to(device)
+    model = tutorial_network().to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     times = []
     for _ in range(epochs):
         synchronize(device)
         start = time.perf_counter()
-        model.train()
-        for images, target in itertools.islice(train_loader, limit):
-            images, target = images.to(device), target.to(device)
-            optimizer.zero_grad()
-            loss = F.cross_entropy(model(images), target)
-            loss.backward()
-            optimizer.step()
+        tutorial_train_epoch(model, optimizer, train_loader, device, limit)
         synchronize(device)
         times.append(time.perf_counter() - start)
     return times

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
@@ -94,8 +95,11 @@ class FashionClassifier(SafeLoading, CheapHookBookkeeping, LightningModule):
         check_at_least("--model.mixup_alpha", mixup_alpha, 0.0)
         # The factories are code, not data: they stay out of the checkpoint (which must load with
         # weights_only=True); optimization_hparams() describes them for the logs. Through the CLI the
-        # network is stored as its class_path and init_args, from which Lightning rebuilds it.
-        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        # network is stored as its class_path and init_args, from which Lightning rebuilds it; ignoring
+        # "net", as Lightning's warning about a module argument advises, would drop those too.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"Attribute 'net' is an instance of `nn.Module`")
+            self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         if isinstance(self.hparams.get("net"), nn.Module):
             del self.hparams["net"]  # built in Python: an object, not data; load_from_checkpoint then needs net=
         self.net = net if net is not None else MLP()

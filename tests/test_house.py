@@ -186,3 +186,28 @@ def test_the_predict_benchmark_runs_at_its_smallest_size(trained_checkpoint: Pat
     rates = [line for line in out.splitlines() if line.startswith("predict,")]
     assert len(rates) == 2 and "20 PNG files" in rates[1]
     assert all(float(line.split()[-2].replace(",", "")) > 0 for line in rates)
+
+
+@pytest.mark.slow
+def test_the_time_to_accuracy_benchmark_runs_at_its_smallest_size(real_data_dir: Path) -> None:
+    # One seed, one epoch, and one variant of each kind (the tutorial's loop, a whole fit command of
+    # the speedrun config, the bare floor): every variant of a kind runs the same code.
+    out = run_benchmark(
+        "benchmarks/time_to_accuracy.py",
+        "--max-epochs=1",
+        "--seeds=1",
+        "--long-seeds=1",
+        "--variants=tutorial,fast,bare",
+        f"--data-dir={real_data_dir}",
+    )
+    rows = {
+        line.split()[0]: line.split()
+        for line in out.splitlines()
+        if line.split()[:1] in (["tutorial"], ["fast"], ["bare"])
+    }
+    assert set(rows) == {"tutorial", "fast", "bare"}
+    for row in rows.values():
+        seeds, whole, train, accuracy = int(row[1]), float(row[2]), float(row[3]), float(row[4])
+        assert seeds == 1 and whole > train > 0, row
+        assert 50 < accuracy < 95, row  # one epoch of training: far above chance, below a finished run
+    assert float(rows["fast"][2]) > 2  # the whole command, Python's start and imports included

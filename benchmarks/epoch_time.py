@@ -19,7 +19,7 @@ The project holds 5,000 training images out for validation, so the figures are p
 epoch is timed from its first batch to its last optimizer step (validation excluded); the figure is
 the median over the epochs after the first (which pays for warm-up). "vs (a)" is (a)'s time per
 image divided by the variant's (higher is faster); "vs (d)" is the variant's divided by (d)'s (the
-cost over the floor, lower is better).
+cost over the floor, lower is better); "vs (e)" the same over Lightning's own floor.
 
     python benchmarks/epoch_time.py [--epochs 4] [--rounds 3] [--data-dir data] [--accelerator auto]
 
@@ -263,14 +263,14 @@ def main() -> None:
         return statistics.median(times[1:] if len(times) > 1 else times) / result["images"]
 
     seconds = {name: statistics.median(per_image(r) for r in results) for name, results in runs.items()}
-    tutorial, bare = seconds["tutorial"], seconds["bare"]
+    tutorial, bare, floor = seconds["tutorial"], seconds["bare"], seconds["lightning"]
     first = runs["tutorial"][0]
     print(
         f"torch {torch.__version__}, {os.cpu_count()} CPUs, device {first['device']}, "
         f"{args.epochs} epochs each, median of {args.rounds} interleaved rounds"
     )
     print(
-        f"{'variant':<12} {'s/epoch':>8} {'images':>7} {'s/1k img':>9} {'vs (a)':>8} {'vs (d)':>8} "
+        f"{'variant':<12} {'s/epoch':>8} {'images':>7} {'s/1k img':>9} {'vs (a)':>8} {'vs (d)':>8} {'vs (e)':>8} "
         f"{'rounds s/1k img':>24} {'peak RSS MB':>12} {'max alloc MB':>13}"
     )
     for name, results in runs.items():
@@ -280,7 +280,8 @@ def main() -> None:
         alloc = f"{max(r['max_allocated_mb'] for r in results):.0f}" if "max_allocated_mb" in results[0] else "-"
         print(
             f"{name:<12} {seconds[name] * images:>8.3f} {images:>7} {1000 * seconds[name]:>9.4f} "
-            f"{tutorial / seconds[name]:>7.2f}x {seconds[name] / bare:>7.2f}x {spread:>24} {rss:>12.0f} {alloc:>13}"
+            f"{tutorial / seconds[name]:>7.2f}x {seconds[name] / bare:>7.2f}x {seconds[name] / floor:>7.2f}x "
+            f"{spread:>24} {rss:>12.0f} {alloc:>13}"
         )
 
 

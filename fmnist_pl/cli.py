@@ -228,12 +228,22 @@ class FashionCLI(KeepCommandLineOverCheckpoint, LightningCLI):
         checkpointing = config.trainer.get("enable_checkpointing") is not False
         self.trainer_defaults["callbacks"] = always_on_callbacks(checkpointing)
         trainer = super().instantiate_trainer(**kwargs)
+        # Lightning hands every hook of every batch to every callback (about 3 µs each on a CPU):
+        # the prediction writer only acts in predict, and switched-off figures never act.
+        trainer.callbacks = [callback for callback in trainer.callbacks if self._acts(callback)]
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
             trainer.strategy.checkpoint_io = SafeCheckpointIO()
         if type(trainer.profiler) is PassThroughProfiler:  # no --trainer.profiler given
             trainer.profiler = QuietProfiler()
         self._claim_run_folder(trainer)
         return trainer
+
+    def _acts(self, callback: Callback) -> bool:
+        if isinstance(callback, PredictionCSV):
+            return self.subcommand in (None, "predict")
+        if isinstance(callback, TensorBoardFigures):
+            return callback.enabled
+        return True
 
     @staticmethod
     def _claim_run_folder(trainer: Trainer) -> None:

@@ -42,7 +42,9 @@ class Normalization:
     std: float = 1.0
 
     def apply_(self, images: torch.Tensor) -> torch.Tensor:
-        """Normalize float ``images`` in place; return them."""
+        """Normalize float ``images`` in place; return them (untouched when there is none)."""
+        if self.mean == 0.0 and self.std == 1.0:
+            return images
         return images.sub_(self.mean).div_(self.std)
 
     def undo(self, images: torch.Tensor) -> torch.Tensor:

@@ -159,7 +159,8 @@ def test_the_epoch_benchmark_runs_at_its_smallest_size(real_data_dir: Path, tmp_
     assert set(rows) == {"tutorial", "fast", "torchvision", "bare", "lightning"}
     for row in rows.values():
         assert float(row[1]) > 0 and int(row[2]) == 192  # 3 batches of 64
-        assert row[4].endswith("x") and float(row[4][:-1]) > 0
+        assert all(ratio.endswith("x") and float(ratio[:-1]) > 0 for ratio in row[4:7])  # vs (a), (d), (e)
+    assert rows["lightning"][6] == "1.00x" and rows["bare"][5] == "1.00x"
 
 
 @pytest.mark.slow

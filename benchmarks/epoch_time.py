@@ -230,6 +230,7 @@ def main() -> None:
     parser.add_argument("--accelerator", default="auto")
     parser.add_argument("--log-dir", default="/tmp/fmnist_bench_logs")
     parser.add_argument("--limit-batches", type=int, help="train only this many batches an epoch (a quick check)")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, of: " + ", ".join(VARIANTS))
     parser.add_argument("--variant", choices=VARIANTS, help="run one variant here and print JSON (internal)")
     args = parser.parse_args()
     if args.variant:
@@ -241,9 +242,14 @@ def main() -> None:
     ensure_files(args.data_dir, local_source_dirs(), download=True)
     # Interleaved rounds: a slow spell of a shared machine then slows every variant a little rather
     # than one variant a lot. Each variant's figure is the median of its rounds.
-    runs: dict[str, list[dict]] = {name: [] for name in VARIANTS}
+    names = args.variants.split(",")
+    if set(names) - set(VARIANTS) or not {"tutorial", "bare", "lightning"} <= set(names):
+        parser.error(
+            "--variants: a comma-separated list of " + ", ".join(VARIANTS) + ", with tutorial, bare, lightning"
+        )
+    runs: dict[str, list[dict]] = {name: [] for name in names}
     for _ in range(args.rounds):
-        for name in VARIANTS:
+        for name in names:
             command = [
                 sys.executable,
                 __file__,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -142,7 +144,9 @@ def test_every_config_trains_briefly(
     assert isinstance(settings["seed_everything"], int)
     # A config that distils gets a briefly trained teacher in its teacher's place.
     teacher = [f"--model.teacher={request.getfixturevalue('teacher_run')}"] if settings["model"].get("teacher") else []
-    cli = main(["fit", "--config", str(config), *SMALL_RUN, f"--data.data_dir={real_data_dir}", *teacher])
+    # A config that validates only after its last epoch does so after SMALL_RUN's last.
+    last = ["--trainer.check_val_every_n_epoch=2"] if settings["trainer"].get("check_val_every_n_epoch") else []
+    cli = main(["fit", "--config", str(config), *SMALL_RUN, f"--data.data_dir={real_data_dir}", *teacher, *last])
     assert Path(cli.trainer.log_dir).resolve() == tmp_path / "lightning_logs" / config.stem / "version_0"
     assert cli.trainer.current_epoch == 2 and TRAIN_VAL_TAGS <= set(cli.trainer.callback_metrics)
 
@@ -220,11 +224,11 @@ def test_fits_started_at_once_each_get_a_folder_of_their_own(tmp_path: Path, rea
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore"}
     fits = [
         subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        for _ in range(4)
+        for _ in range(3)
     ]
-    assert [fit.wait(timeout=300) for fit in fits] == [0, 0, 0, 0], [fit.stderr.read()[-500:] for fit in fits]
+    assert [fit.wait(timeout=300) for fit in fits] == [0, 0, 0], [fit.stderr.read()[-500:] for fit in fits]
     runs = sorted((tmp_path / "lightning_logs" / "seed").iterdir())
-    assert [run.name for run in runs] == ["version_0", "version_1", "version_2", "version_3"]
+    assert [run.name for run in runs] == ["version_0", "version_1", "version_2"]
     for run in runs:
         assert yaml.safe_load((run / "config.yaml").read_text())["trainer"]["logger"]["init_args"]["version"] is None
         assert len(list(run.glob("events.out.tfevents.*"))) == 1  # one run's events, not two
@@ -307,27 +311,19 @@ def test_every_command_spells_the_data_folder_alike(
     assert export([f"--ckpt_path={trained_checkpoint}", f"--output={tmp_path / 'm.onnx'}", option]).is_file()
 
 
-@pytest.mark.slow
-def test_a_command_prints_nothing_a_user_cannot_act_on(trained_checkpoint: Path, tmp_path: Path) -> None:
-    # A real process with Python's own warning settings (run_cli turns warnings off).
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    env.pop("PYTHONWARNINGS", None)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fmnist_pl",
-            "test",
-            f"--ckpt_path={trained_checkpoint}",
-            "--trainer.limit_test_batches=2",
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
+def test_a_command_prints_nothing_a_user_cannot_act_on(
+    trained_checkpoint: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    # Every warning shown, as Python shows them by default outside pytest; every log record kept.
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.INFO):
+        warnings.simplefilter("always")
+        run_main(["test", f"--ckpt_path={trained_checkpoint}", "--trainer.limit_test_batches=2"], tmp_path, monkeypatch)
+    shown = [str(warning.message) for warning in caught] + [record.getMessage() for record in caplog.records]
+    assert any("Seed set to" in line for line in shown)  # what Lightning says that a user can act on stays
     for unactionable in ("LeafSpec", "litlogger", "No seed found", "The dirpath has changed"):
-        assert unactionable not in result.stderr
-    assert "test/acc" in result.stdout
+        assert not [line for line in shown if unactionable in line], unactionable
+    assert "test/acc" in capsys.readouterr().out

@@ -36,6 +36,12 @@ def atomic_path(path: Path) -> Iterator[Path]:
             tmp.unlink(missing_ok=True)
 
 
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` through :func:`atomic_path`."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
 def describe(err: OSError) -> str:
     """``NotADirectoryError (Not a directory)``: the kind of failure and the system's words for it."""
     return f"{type(err).__name__} ({err.strerror or err})"

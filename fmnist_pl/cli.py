@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 from argparse import RawDescriptionHelpFormatter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -130,13 +131,17 @@ DESCRIPTION = """Train, evaluate and use an MLP classifier for FashionMNIST.
 
 Commands: fit, validate, test and predict (Lightning's; `python -m fmnist_pl fit --help`), and
   show     image grids with class names   (`python -m fmnist_pl show --help`)
-  export   one self-contained ONNX file    (`python -m fmnist_pl export --help`)"""
+  export   one self-contained ONNX file    (`python -m fmnist_pl export --help`)
+  sweep    a hyperparameter search (Optuna) (`python -m fmnist_pl sweep --help`)"""
 
 
 class FashionCLI(KeepCommandLineOverCheckpoint, LightningCLI):
     """LightningCLI with this project's defaults, links between data and model, and checkpoint handling."""
 
-    def __init__(self, args: ArgsType = None, run: bool = True) -> None:
+    def __init__(self, args: ArgsType = None, run: bool = True, extra_callbacks: Sequence[Callback] = ()) -> None:
+        """``extra_callbacks`` join the persistent ones (a sweep's pruning callback); they are not part
+        of the saved config, so the run's ``config.yaml`` fits again without them."""
+        self._extra_callbacks = list(extra_callbacks)
         argv = sys.argv[1:] if args is None else args
         # Each subcommand's parser describes the Trainer, the model, the data and the callbacks again
         # (about 0.1 s each): a command names its subcommand first, so only that one is built.
@@ -236,7 +241,7 @@ class FashionCLI(KeepCommandLineOverCheckpoint, LightningCLI):
             self._checkpoint = None  # the Trainer reads the file again itself
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
         checkpointing = config.trainer.get("enable_checkpointing") is not False
-        self.trainer_defaults["callbacks"] = always_on_callbacks(checkpointing)
+        self.trainer_defaults["callbacks"] = always_on_callbacks(checkpointing) + self._extra_callbacks
         trainer = super().instantiate_trainer(**kwargs)
         # Lightning hands every hook of every batch to every callback (about 3 µs each on a CPU):
         # the prediction writer only acts in predict, and switched-off figures never act.
@@ -303,6 +308,11 @@ def main(args: ArgsType = None) -> FashionCLI | None:
             from fmnist_pl.show import main as show
 
             show(argv[1:])
+            return None
+        if argv[:1] == ["sweep"]:
+            from fmnist_pl.sweep.command import main as sweep
+
+            sweep(argv[1:])
             return None
         if argv[:1] == ["export"]:
             from fmnist_pl.export import main as export

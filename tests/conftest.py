@@ -5,6 +5,12 @@ Helpers the tests import live in ``helpers.py``; this file holds fixtures only.
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -70,3 +76,36 @@ def teacher_run(tmp_path_factory: pytest.TempPathFactory, real_data_dir: Path) -
             ]
         )
     return folder / "lightning_logs" / "teacher"
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A real PostgreSQL server of its own, on loopback, in a temporary folder; its SQLAlchemy URL.
+
+    Debian's ``postgresql`` package (``.ci/run`` installs it). The server runs as the ``postgres``
+    user when the tests run as root (PostgreSQL refuses to run as root), otherwise as the test's user.
+    """
+    initdb = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not initdb:
+        pytest.skip("PostgreSQL is not installed (Debian: apt-get install -y postgresql)")
+    bin_dir = initdb[-1].parent
+    folder = Path(tempfile.mkdtemp(prefix="fmnist-pg-"))
+    as_server_user: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(folder, "postgres")
+        as_server_user = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    data = folder / "data"
+    quiet = {"check": True, "capture_output": True}
+    initialise = [bin_dir / "initdb", "-D", data, "-A", "trust", "-U", "fmnist", "--no-sync"]
+    subprocess.run([*as_server_user, *initialise], **quiet)
+    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {folder} -c fsync=off"
+    pg_ctl = [*as_server_user, bin_dir / "pg_ctl", "-D", data, "-w"]
+    subprocess.run([*pg_ctl, "-o", options, "-l", folder / "server.log", "start"], **quiet)
+    try:
+        yield f"postgresql+psycopg://fmnist@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*pg_ctl, "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)

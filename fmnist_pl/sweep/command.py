@@ -1,0 +1,133 @@
+"""``python -m fmnist_pl sweep``: a hyperparameter search over the CLI's options, with Optuna.
+
+Every trial is an ordinary ``fit`` of the sweep's base config with its sampled options; the trials,
+the study's storage, the summary, the best config and the pictures live under
+``<save_dir>/sweeps/<study>/``. Run the same command again to resume a stopped sweep, or on several
+machines (``--storage postgresql+psycopg://...``) to share it between workers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fmnist_pl.errors import ConfigError
+
+if TYPE_CHECKING:
+    from fmnist_pl.sweep.spec import SweepSpec
+
+EPILOG = """Options after the sweep's own go to every trial, e.g. `--trainer.max_epochs 2`.
+Live view of the same storage: `optuna-dashboard sqlite:///lightning_logs/sweeps/NAME.db`."""
+
+
+def parser() -> argparse.ArgumentParser:
+    sweep = argparse.ArgumentParser(
+        prog="python -m fmnist_pl sweep",
+        description=__doc__.split("\n\n")[0].split(": ", 1)[1],
+        epilog=EPILOG,
+        allow_abbrev=False,
+    )
+    sweep.add_argument("--config", required=True, type=Path, help="the sweep file (configs/sweeps/*.yaml)")
+    sweep.add_argument("--n_trials", type=int, help="finished trials the study ends with (default: the sweep file's)")
+    sweep.add_argument("--storage", help="an SQLAlchemy URL (default: sqlite:///<save_dir>/sweeps/<study>.db)")
+    sweep.add_argument("--study_name", help="default: the sweep file's name")
+    sweep.add_argument("--timeout", type=float, help="seconds after which this worker starts no new trial")
+    sweep.add_argument("--save_dir", type=Path, default=Path("lightning_logs"), help="where the runs go")
+    sweep.add_argument(
+        "--heartbeat",
+        type=int,
+        default=30,
+        help="seconds between a worker's heartbeats; a trial silent for "
+        "twice as long (plus one second) is taken for dead and retried",
+    )
+    return sweep
+
+
+def main(argv: list[str]) -> None:
+    from fmnist_pl.sweep.spec import load_spec
+
+    sweep = parser()
+    args, trial_args = sweep.parse_known_args(argv)
+    if stray := [arg for arg in trial_args if arg.startswith("-") and not arg.startswith("--")]:
+        raise ConfigError(f"sweep: unknown option {stray[0]}; trial options are written --name value")
+    spec = load_spec(args.config)
+    n_trials = spec.n_trials if args.n_trials is None else args.n_trials
+    if n_trials < 1:
+        raise ConfigError(f"--n_trials must be at least 1, got {n_trials}")
+    if args.heartbeat < 1:
+        raise ConfigError(f"--heartbeat must be at least 1 second, got {args.heartbeat}")
+    study_name = args.study_name or spec.name
+    base_argv = ["fit", "--config", str(spec.base_config), *trial_args]
+    check_options(spec, base_argv, args.config)
+    run(spec, study_name, base_argv, n_trials, args)
+
+
+def check_options(spec: SweepSpec, base_argv: list[str], path: Path) -> None:
+    """Parse the base config with every option of the space (at a value it can take), building nothing."""
+    from fmnist_pl.cli import FashionCLI
+    from fmnist_pl.sweep.trial import trial_options
+
+    class ParseOnly(FashionCLI):
+        def before_instantiate_classes(self) -> None:
+            raise _Parsed
+
+    values = {parameter.option: parameter.example() for parameter in spec.space}
+    try:
+        ParseOnly(args=[*base_argv, *trial_options(values)])
+    except _Parsed:
+        return
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    except SystemExit:
+        raise ConfigError(f"{path}: the base config with the space's options does not parse (above)") from None
+
+
+class _Parsed(Exception):
+    pass
+
+
+def run(spec: SweepSpec, study_name: str, base_argv: list[str], n_trials: int, args: argparse.Namespace) -> None:
+    import optuna
+    import torch
+
+    from fmnist_pl.sweep import report
+    from fmnist_pl.sweep import study as studies
+    from fmnist_pl.sweep.trial import MetricNeverLogged, run_trial
+
+    runs = args.save_dir / "sweeps" / study_name
+    storage = studies.open_storage(args.storage or studies.default_storage(runs.parent, study_name), args.heartbeat)
+    study = studies.open_study(spec, storage, study_name)
+    new_study = not study.get_trials(deepcopy=False)
+    study.set_user_attr("metric", spec.metric)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    def objective(trial: optuna.Trial) -> float:
+        studies.tag_worker(trial)
+        try:
+            studies.check_claim(study, trial, n_trials)
+        except studies.Surplus:
+            trial.set_user_attr("surplus", True)
+            raise
+        torch.set_num_threads(studies.threads_per_worker(study))
+        return run_trial(trial, study_name, base_argv, spec.sample(trial), spec.metric, runs)
+
+    done_before = studies.finished(study)
+    print(f"sweep {study_name}: {done_before} of {n_trials} trials finished; storage {storage.url}", file=sys.stderr)
+    try:
+        studies.work(study, n_trials, objective, args.timeout, poll_seconds=min(5.0, args.heartbeat))
+    except MetricNeverLogged:
+        if new_study and len(study.get_trials(deepcopy=False)) <= 1:
+            optuna.delete_study(study_name=study_name, storage=storage)
+        raise
+    report.check_metric_reachable(study)
+    print(report.write_summary(study, runs), file=sys.stderr)
+    for picture in report.draw_pictures(study, runs):
+        print(f"picture: {picture}", file=sys.stderr)
+    best = report.write_best_config(study, runs, f"{study_name}-best")
+    print(
+        f"best trial {study.best_trial.number}: {spec.metric} {study.best_value:.4f}; "
+        f"fit it again: python -m fmnist_pl fit --config {best}",
+        file=sys.stderr,
+    )

@@ -1,0 +1,242 @@
+"""``python -m fmnist_pl sweep``: real Optuna studies on SQLite and on a real PostgreSQL server, real
+trials through the CLI on the real FashionMNIST files, workers killed and run side by side."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from .helpers import QUIET, REPO, exit_of_main, run_main, scalars
+
+SPACE = {
+    "model.scheduler.init_args.max_lr": {"low": 0.002, "high": 0.02, "log": True},
+    "model.net.init_args.hidden_sizes": {"choices": [[64], [32, 16]]},
+}
+
+
+def trial_options(data_dir: Path, batches: int = 10, epochs: int = 1) -> list[str]:
+    """Options for every trial: fast.yaml shrunk to ``epochs`` of ``batches`` batches, validated each epoch."""
+    return [
+        *QUIET,
+        f"--trainer.max_epochs={epochs}",
+        "--trainer.check_val_every_n_epoch=1",
+        f"--trainer.limit_train_batches={batches}",
+        "--trainer.limit_val_batches=4",
+        f"--model.scheduler.init_args.total_steps={batches * epochs}",
+        f"--data.data_dir={data_dir}",
+    ]
+
+
+def sweep_file(folder: Path, name: str = "tiny", space: dict | None = None, **keys: Any) -> Path:
+    spec = {"base_config": str(REPO / "configs" / "fast.yaml"), "n_trials": 4, "seed": 0, **keys}
+    spec["space"] = SPACE if space is None else space
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec), encoding="utf-8")
+    return path
+
+
+def load(folder: Path, name: str = "tiny", storage: str | None = None) -> optuna.Study:
+    url = storage or f"sqlite:///{folder / 'lightning_logs' / 'sweeps' / name}.db"
+    return optuna.load_study(study_name=name, storage=url)
+
+
+def states(study: optuna.Study) -> list[str]:
+    return [trial.state.name for trial in study.trials]
+
+
+def start_worker(args: list[str], cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "fmnist_pl", "sweep", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(worker: subprocess.Popen, timeout: float = 300) -> str:
+    _, err = worker.communicate(timeout=timeout)
+    assert worker.returncode == 0, err[-3000:]
+    return err
+
+
+@pytest.mark.slow
+def test_a_sweep_on_sqlite_writes_its_trials_summary_pictures_and_a_best_config_that_fits_again(
+    tmp_path: Path, real_data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    spec = sweep_file(tmp_path)
+    run_main(["sweep", "--config", str(spec), *trial_options(real_data_dir)], tmp_path, monkeypatch)
+    last_line = capsys.readouterr().err.strip().splitlines()[-1]
+    study = load(tmp_path)
+    assert states(study) == ["COMPLETE"] * 4
+    sweep = tmp_path / "lightning_logs" / "sweeps" / "tiny"
+    for trial in study.trials:
+        folder = sweep / f"trial_{trial.number:04d}"
+        assert (folder / "config.yaml").is_file() and list(folder.glob("events.out.tfevents.*"))
+        record = yaml.safe_load((folder / "trial.yaml").read_text())
+        assert record["state"] == "complete" and record["value"] == pytest.approx(trial.value)
+        hparams = yaml.safe_load((folder / "hparams.yaml").read_text())
+        assert hparams["sweep/trial"] == trial.number
+        assert hparams["sweep/model.scheduler.init_args.max_lr"] == pytest.approx(
+            trial.params["model.scheduler.init_args.max_lr"]
+        )
+        assert scalars(folder)["val/acc"][-1] == pytest.approx(trial.value)
+    with open(sweep / "summary.csv", newline="") as table:
+        rows = list(csv.DictReader(table))
+    assert [int(row["trial"]) for row in rows] == [0, 1, 2, 3] and {row["state"] for row in rows} == {"complete"}
+    for picture in ("history.png", "parallel.png", "importances.png"):
+        assert (sweep / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    best = sweep / "best.yaml"
+    assert last_line.endswith("fit it again: python -m fmnist_pl fit --config lightning_logs/sweeps/tiny/best.yaml")
+    # The best config alone (the trial options are in it) reproduces the best trial's validation accuracy.
+    cli = run_main(["fit", "--config", str(best), "--trainer.logger.init_args.save_dir=again"], tmp_path, monkeypatch)
+    assert float(cli.trainer.callback_metrics["val/acc"]) == pytest.approx(study.best_value, abs=1e-6)
+    assert Path(cli.trainer.logger.log_dir).parent.name == "tiny-best"
+    # Run again: the study has its 4 trials, nothing more is trained.
+    run_main(["sweep", "--config", str(spec), *trial_options(real_data_dir)], tmp_path, monkeypatch)
+    assert len(load(tmp_path).trials) == 4
+
+
+@pytest.mark.slow
+def test_a_clearly_bad_trial_is_pruned_after_its_first_validation(
+    tmp_path: Path, real_data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    space = {"model.scheduler.init_args.max_lr": {"choices": [0.008, 10.0]}}
+    spec = sweep_file(tmp_path, space=space, n_trials=2, pruner_startup_trials=1)
+    storage = f"sqlite:///{tmp_path / 'lightning_logs' / 'sweeps' / 'tiny'}.db"
+    (tmp_path / "lightning_logs" / "sweeps").mkdir(parents=True)
+    study = optuna.create_study(study_name="tiny", storage=storage, direction="maximize")
+    study.enqueue_trial({"model.scheduler.init_args.max_lr": 0.008})
+    study.enqueue_trial({"model.scheduler.init_args.max_lr": 10.0})
+    run_main(["sweep", "--config", str(spec), *trial_options(real_data_dir, epochs=3)], tmp_path, monkeypatch)
+    study = load(tmp_path)
+    assert states(study) == ["COMPLETE", "PRUNED"]
+    assert sorted(study.trials[1].intermediate_values) == [0]
+    folder = tmp_path / "lightning_logs" / "sweeps" / "tiny" / "trial_0001"
+    record = yaml.safe_load((folder / "trial.yaml").read_text())
+    assert record["state"] == "pruned" and "epoch 0" in record["reason"]
+    assert len(scalars(folder)["val/acc"]) == 1  # one validation, no second epoch
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_trial_is_retried_by_the_next_run_and_no_finished_trial_repeats(
+    tmp_path: Path, real_data_dir: Path
+) -> None:
+    spec = sweep_file(tmp_path, n_trials=3)
+    args = ["--config", str(spec), "--heartbeat=1", *trial_options(real_data_dir, batches=60, epochs=4)]
+    worker = start_worker(args, tmp_path)
+    db = tmp_path / "lightning_logs" / "sweeps" / "tiny.db"
+    deadline = time.monotonic() + 120
+    killed_trial = None
+    while killed_trial is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+        if db.exists() and "tiny" in optuna.get_all_study_names(f"sqlite:///{db}"):
+            study = load(tmp_path)
+            running = [t for t in study.trials if t.state == TrialState.RUNNING]
+            done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+            folder = tmp_path / "lightning_logs" / "sweeps" / "tiny"
+            if done and running and list((folder / f"trial_{running[0].number:04d}").glob("events.*")):
+                killed_trial = running[0]
+    assert killed_trial is not None, "no second trial started in time"
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    finish(start_worker(args, tmp_path))
+    study = load(tmp_path)
+    by_state = {state: [t for t in study.trials if t.state == state] for state in TrialState}
+    assert len(by_state[TrialState.COMPLETE]) == 3
+    assert [t.number for t in by_state[TrialState.FAIL]] == [killed_trial.number]
+    retried = [t for t in by_state[TrialState.COMPLETE] if t.system_attrs.get("failed_trial") == killed_trial.number]
+    assert len(retried) == 1 and retried[0].params == killed_trial.params
+    # Each finished trial was trained once: one run folder each, with one complete record.
+    records = [yaml.safe_load(p.read_text()) for p in (db.parent / "tiny").glob("trial_*/trial.yaml")]
+    assert sorted(r["number"] for r in records if r["state"] == "complete") == sorted(
+        t.number for t in by_state[TrialState.COMPLETE]
+    )
+
+
+def two_workers_share_one_study(tmp_path: Path, data_dir: Path, storage: str) -> None:
+    spec = sweep_file(tmp_path, n_trials=4)
+    args = ["--config", str(spec), f"--storage={storage}", *trial_options(data_dir, batches=20)]
+    first = start_worker(args, tmp_path)
+    time.sleep(1)
+    second = start_worker(args, tmp_path)
+    finish(first), finish(second)
+    study = load(tmp_path, storage=storage)
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 4
+    assert len({t.number for t in study.trials}) == len(study.trials)
+    assert len({t.user_attrs["worker"] for t in complete}) == 2, "both workers ran trials"
+    # Anything beyond the four was handed out at the same moment as the last ones and not trained.
+    assert all(t.user_attrs.get("surplus") for t in study.trials if t.state != TrialState.COMPLETE)
+    runs = tmp_path / "lightning_logs" / "sweeps" / "tiny"
+    assert sorted(p.name for p in runs.glob("trial_*")) == [f"trial_{t.number:04d}" for t in complete]
+
+
+@pytest.mark.slow
+def test_two_workers_on_one_sqlite_file_share_the_trials(tmp_path: Path, real_data_dir: Path) -> None:
+    two_workers_share_one_study(tmp_path, real_data_dir, f"sqlite:///{tmp_path / 'shared.db'}")
+
+
+@pytest.mark.slow
+def test_two_workers_on_a_real_postgresql_server_share_the_trials(
+    tmp_path: Path, real_data_dir: Path, postgres_url: str
+) -> None:
+    two_workers_share_one_study(tmp_path, real_data_dir, postgres_url)
+
+
+@pytest.mark.parametrize(
+    ("keys", "extra", "expected"),
+    [
+        ({"space": {"model.no_such_option": {"low": 0.0, "high": 1.0}}}, [], "model.no_such_option"),
+        ({"space": {}}, [], "the space is empty"),
+        ({"base_config": "configs/missing.yaml"}, [], "base_config 'configs/missing.yaml' does not exist"),
+        ({"metric": "test/acc"}, [], "choose on the validation split"),
+        ({}, ["--n_trials=0"], "--n_trials must be at least 1"),
+        ({}, ["--storage=sqlite:////proc/no/such.db"], "--storage sqlite:////proc/no/such.db: cannot"),
+        ({}, ["--storage=postgresql+psycopg://nobody@127.0.0.1:9/none"], "--storage postgresql+psycopg://"),
+    ],
+    ids=["unknown-option", "empty-space", "missing-base", "test-metric", "no-trials", "unwritable", "unreachable"],
+)
+def test_bad_sweep_input_is_one_line_and_leaves_no_study(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    keys: dict,
+    extra: list,
+    expected: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    spec = sweep_file(tmp_path, **keys)
+    code, err = exit_of_main(["sweep", "--config", str(spec), *extra], capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], err
+    assert not (tmp_path / "lightning_logs").exists()
+
+
+@pytest.mark.slow
+def test_a_metric_never_logged_stops_at_the_first_validation_and_leaves_no_study(
+    tmp_path: Path, real_data_dir: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    spec = sweep_file(tmp_path, metric="val/acc_typo")
+    code, err = exit_of_main(["sweep", "--config", str(spec), *trial_options(real_data_dir, epochs=3)], capsys)
+    assert code == 2
+    assert err.strip().splitlines()[-1].startswith("error: metric val/acc_typo is never logged"), err
+    assert "val/acc" in err.strip().splitlines()[-1]
+    storage = f"sqlite:///{tmp_path / 'lightning_logs' / 'sweeps' / 'tiny'}.db"
+    assert optuna.get_all_study_names(storage) == []
+    assert len(scalars(tmp_path / "lightning_logs" / "sweeps" / "tiny" / "trial_0000")["val/acc"]) == 1

@@ -312,7 +312,7 @@ def main(args: ArgsType = None) -> FashionCLI | None:
         if argv[:1] == ["sweep"]:
             from fmnist_pl.sweep.command import main as sweep
 
-            sweep(argv[1:])
+            sweep(argv[1:], FashionCLI)
             return None
         if argv[:1] == ["export"]:
             from fmnist_pl.export import main as export

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 from fmnist_pl.errors import ConfigError
 
 if TYPE_CHECKING:
+    from lightning.pytorch.cli import LightningCLI
+
     from fmnist_pl.sweep.spec import SweepSpec
 
 EPILOG = """Options after the sweep's own go to every trial, e.g. `--trainer.max_epochs 2`.
@@ -45,7 +47,8 @@ def parser() -> argparse.ArgumentParser:
     return sweep
 
 
-def main(argv: list[str]) -> None:
+def main(argv: list[str], cli: type[LightningCLI]) -> None:
+    """Run the sweep; every trial is ``cli(args=["fit", ...])``, the project's ``FashionCLI``."""
     from fmnist_pl.sweep.spec import load_spec
 
     sweep = parser()
@@ -60,16 +63,15 @@ def main(argv: list[str]) -> None:
         raise ConfigError(f"--heartbeat must be at least 1 second, got {args.heartbeat}")
     study_name = args.study_name or spec.name
     base_argv = ["fit", "--config", str(spec.base_config), *trial_args]
-    check_options(spec, base_argv, args.config)
-    run(spec, study_name, base_argv, n_trials, args)
+    check_options(cli, spec, base_argv, args.config)
+    run(cli, spec, study_name, base_argv, n_trials, args)
 
 
-def check_options(spec: SweepSpec, base_argv: list[str], path: Path) -> None:
+def check_options(cli: type[LightningCLI], spec: SweepSpec, base_argv: list[str], path: Path) -> None:
     """Parse the base config with every option of the space (at a value it can take), building nothing."""
-    from fmnist_pl.cli import FashionCLI
     from fmnist_pl.sweep.trial import trial_options
 
-    class ParseOnly(FashionCLI):
+    class ParseOnly(cli):
         def before_instantiate_classes(self) -> None:
             raise _Parsed
 
@@ -88,7 +90,14 @@ class _Parsed(Exception):
     pass
 
 
-def run(spec: SweepSpec, study_name: str, base_argv: list[str], n_trials: int, args: argparse.Namespace) -> None:
+def run(
+    cli: type[LightningCLI],
+    spec: SweepSpec,
+    study_name: str,
+    base_argv: list[str],
+    n_trials: int,
+    args: argparse.Namespace,
+) -> None:
     import optuna
     import torch
 
@@ -111,7 +120,7 @@ def run(spec: SweepSpec, study_name: str, base_argv: list[str], n_trials: int, a
             trial.set_user_attr("surplus", True)
             raise
         torch.set_num_threads(studies.threads_per_worker(study))
-        return run_trial(trial, study_name, base_argv, spec.sample(trial), spec.metric, runs)
+        return run_trial(cli, trial, study_name, base_argv, spec.sample(trial), spec.metric, runs)
 
     done_before = studies.finished(study)
     print(f"sweep {study_name}: {done_before} of {n_trials} trials finished; storage {storage.url}", file=sys.stderr)

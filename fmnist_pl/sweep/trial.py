@@ -9,12 +9,14 @@ pruned or failed), the metric and the seconds taken.
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import optuna
 import yaml
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.cli import LightningCLI
 from optuna_integration import PyTorchLightningPruningCallback
 
 from fmnist_pl.atomic import atomic_write_text
@@ -70,6 +72,7 @@ def _as_option(value: Any) -> str:
 
 
 def run_trial(
+    cli_class: type[LightningCLI],
     trial: optuna.Trial,
     study_name: str,
     base_argv: list[str],
@@ -77,9 +80,8 @@ def run_trial(
     metric: str,
     runs: Path,
 ) -> float:
-    """Fit one trial and return its metric at the last validation; raises ``optuna.TrialPruned`` when pruned."""
-    from fmnist_pl.cli import FashionCLI
-
+    """Fit one trial through ``cli_class`` (taking ``extra_callbacks``, as ``FashionCLI`` does) and return
+    its metric at the last validation; raises ``optuna.TrialPruned`` when pruned."""
     version = f"trial_{trial.number:04d}"
     argv = [
         *base_argv,
@@ -93,7 +95,12 @@ def run_trial(
     record: dict[str, Any] = {"number": trial.number, "study": study_name, "values": values, "metric": metric}
     reporter = ReportToTrial(trial, monitor=metric)
     try:
-        cli = FashionCLI(args=argv, extra_callbacks=[reporter, TrialHyperparameters(study_name, trial.number, values)])
+        with warnings.catch_warnings():
+            # Lightning warns when a CLI is given args while sys.argv holds another command's (the sweep's).
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+            cli = cli_class(  # type: ignore[call-arg]
+                args=argv, extra_callbacks=[reporter, TrialHyperparameters(study_name, trial.number, values)]
+            )
         value = cli.trainer.callback_metrics.get(metric)
         if value is None:
             raise MetricNeverLogged(

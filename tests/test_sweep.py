@@ -110,10 +110,8 @@ def test_a_sweep_on_sqlite_writes_its_trials_summary_pictures_and_a_best_config_
     assert len(load(tmp_path).trials) == 4
 
 
-@pytest.mark.slow
-def test_a_clearly_bad_trial_is_pruned_after_its_first_validation(
-    tmp_path: Path, real_data_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def good_then_bad_trial(tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch, epochs: int) -> optuna.Study:
+    """A sweep of two queued trials, a good learning rate then a clearly bad one (10), pruning after one."""
     space = {"model.scheduler.init_args.max_lr": {"choices": [0.008, 10.0]}}
     spec = sweep_file(tmp_path, space=space, n_trials=2, pruner_startup_trials=1)
     storage = f"sqlite:///{tmp_path / 'lightning_logs' / 'sweeps' / 'tiny'}.db"
@@ -121,14 +119,31 @@ def test_a_clearly_bad_trial_is_pruned_after_its_first_validation(
     study = optuna.create_study(study_name="tiny", storage=storage, direction="maximize")
     study.enqueue_trial({"model.scheduler.init_args.max_lr": 0.008})
     study.enqueue_trial({"model.scheduler.init_args.max_lr": 10.0})
-    run_main(["sweep", "--config", str(spec), *trial_options(real_data_dir, epochs=3)], tmp_path, monkeypatch)
-    study = load(tmp_path)
+    run_main(["sweep", "--config", str(spec), *trial_options(data_dir, epochs=epochs)], tmp_path, monkeypatch)
+    return load(tmp_path)
+
+
+@pytest.mark.slow
+def test_a_clearly_bad_trial_is_pruned_after_its_first_validation(
+    tmp_path: Path, real_data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    study = good_then_bad_trial(tmp_path, real_data_dir, monkeypatch, epochs=3)
     assert states(study) == ["COMPLETE", "PRUNED"]
     assert sorted(study.trials[1].intermediate_values) == [0]
     folder = tmp_path / "lightning_logs" / "sweeps" / "tiny" / "trial_0001"
     record = yaml.safe_load((folder / "trial.yaml").read_text())
     assert record["state"] == "pruned" and "epoch 0" in record["reason"]
     assert len(scalars(folder)["val/acc"]) == 1  # one validation, no second epoch
+
+
+@pytest.mark.slow
+def test_the_validation_after_the_last_batch_is_reported_but_never_pruned(
+    tmp_path: Path, real_data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    study = good_then_bad_trial(tmp_path, real_data_dir, monkeypatch, epochs=1)
+    assert states(study) == ["COMPLETE", "COMPLETE"]
+    assert study.trials[1].value < study.trials[0].value
+    assert study.trials[1].intermediate_values == {0: pytest.approx(study.trials[1].value)}
 
 
 @pytest.mark.slow

@@ -28,10 +28,9 @@ class MetricNeverLogged(ConfigError):
 
 
 class ReportToTrial(PyTorchLightningPruningCallback):
-    """Optuna's pruning callback for Lightning, stopping at the first validation that lacks the metric.
-
-    Optuna's own only warns and goes on, which would train the whole sweep for nothing.
-    """
+    """Optuna's pruning callback for Lightning, stopping at the first validation that lacks the metric
+    (Optuna's own only warns and goes on, which would train the whole sweep for nothing), and never
+    pruning at the validation after the last training batch (the trial is complete by then)."""
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not trainer.sanity_checking and self.monitor not in trainer.callback_metrics:
@@ -40,11 +39,24 @@ class ReportToTrial(PyTorchLightningPruningCallback):
                 f"metric {self.monitor} is never logged by a validation; logged: {logged or 'none'} "
                 "(set metric: in the sweep file)"
             )
-        if not trainer.sanity_checking:
-            self.last_reported = float(trainer.callback_metrics[self.monitor])
+        if trainer.sanity_checking:
+            return
+        self.last_reported = float(trainer.callback_metrics[self.monitor])
+        if _training_is_over(trainer):
+            # Stopping now saves nothing, and a pruned trial's result would not count: report only.
+            self._trial.report(self.last_reported, step=pl_module.current_epoch)
+            return
         super().on_validation_end(trainer, pl_module)
 
     last_reported: float | None = None
+
+
+def _training_is_over(trainer: Trainer) -> bool:
+    """Whether this validation comes after the run's last training batch (max_epochs or max_steps)."""
+    if trainer.max_steps != -1 and trainer.global_step >= trainer.max_steps:
+        return True
+    max_epochs = trainer.max_epochs
+    return max_epochs not in (None, -1) and trainer.current_epoch + 1 >= max_epochs and trainer.is_last_batch
 
 
 class TrialHyperparameters(Callback):

@@ -148,16 +148,16 @@ def test_the_validation_after_the_last_batch_is_reported_but_never_pruned(
 
 @pytest.mark.slow
 def test_a_worker_killed_mid_trial_is_retried_by_the_next_run_and_no_finished_trial_repeats(
-    tmp_path: Path, real_data_dir: Path
+    tmp_path: Path, real_data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    spec = sweep_file(tmp_path, n_trials=3)
-    args = ["--config", str(spec), "--heartbeat=1", *trial_options(real_data_dir, batches=60, epochs=4)]
+    spec = sweep_file(tmp_path, n_trials=2)
+    args = ["--config", str(spec), "--heartbeat=1", *trial_options(real_data_dir, batches=100, epochs=3)]
     worker = start_worker(args, tmp_path)
     db = tmp_path / "lightning_logs" / "sweeps" / "tiny.db"
     deadline = time.monotonic() + 120
     killed_trial = None
     while killed_trial is None and time.monotonic() < deadline:
-        time.sleep(0.5)
+        time.sleep(0.2)
         if db.exists() and "tiny" in optuna.get_all_study_names(f"sqlite:///{db}"):
             study = load(tmp_path)
             running = [t for t in study.trials if t.state == TrialState.RUNNING]
@@ -168,10 +168,11 @@ def test_a_worker_killed_mid_trial_is_retried_by_the_next_run_and_no_finished_tr
     assert killed_trial is not None, "no second trial started in time"
     worker.send_signal(signal.SIGKILL)
     worker.wait()
-    finish(start_worker(args, tmp_path))
+    # The same command again (in this process): it waits for the dead trial's heartbeat to go stale.
+    run_main(["sweep", *args], tmp_path, monkeypatch)
     study = load(tmp_path)
     by_state = {state: [t for t in study.trials if t.state == state] for state in TrialState}
-    assert len(by_state[TrialState.COMPLETE]) == 3
+    assert len(by_state[TrialState.COMPLETE]) == 2
     assert [t.number for t in by_state[TrialState.FAIL]] == [killed_trial.number]
     retried = [t for t in by_state[TrialState.COMPLETE] if t.system_attrs.get("failed_trial") == killed_trial.number]
     assert len(retried) == 1 and retried[0].params == killed_trial.params
@@ -182,13 +183,21 @@ def test_a_worker_killed_mid_trial_is_retried_by_the_next_run_and_no_finished_tr
     )
 
 
-def two_workers_share_one_study(tmp_path: Path, data_dir: Path, storage: str) -> None:
+def two_workers_share_one_study(tmp_path: Path, data_dir: Path, storage: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One worker in a process of its own, the other in this one (a second import of torch adds nothing)."""
     spec = sweep_file(tmp_path, n_trials=4)
     args = ["--config", str(spec), f"--storage={storage}", *trial_options(data_dir, batches=20)]
-    first = start_worker(args, tmp_path)
-    time.sleep(1)
-    second = start_worker(args, tmp_path)
-    finish(first), finish(second)
+    other = start_worker(args, tmp_path)
+    deadline = time.monotonic() + 120
+    sqlite_file = Path(storage.removeprefix("sqlite:///")) if storage.startswith("sqlite:///") else None
+    while time.monotonic() < deadline and not (
+        (sqlite_file is None or sqlite_file.exists())  # reading creates the file; let the worker do that
+        and "tiny" in optuna.get_all_study_names(storage)
+        and load(tmp_path, storage=storage).trials
+    ):
+        time.sleep(0.2)  # until the other worker holds a trial, so both get some
+    run_main(["sweep", *args], tmp_path, monkeypatch)
+    finish(other)
     study = load(tmp_path, storage=storage)
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert len(complete) == 4
@@ -201,15 +210,17 @@ def two_workers_share_one_study(tmp_path: Path, data_dir: Path, storage: str) ->
 
 
 @pytest.mark.slow
-def test_two_workers_on_one_sqlite_file_share_the_trials(tmp_path: Path, real_data_dir: Path) -> None:
-    two_workers_share_one_study(tmp_path, real_data_dir, f"sqlite:///{tmp_path / 'shared.db'}")
+def test_two_workers_on_one_sqlite_file_share_the_trials(
+    tmp_path: Path, real_data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    two_workers_share_one_study(tmp_path, real_data_dir, f"sqlite:///{tmp_path / 'shared.db'}", monkeypatch)
 
 
 @pytest.mark.slow
 def test_two_workers_on_a_real_postgresql_server_share_the_trials(
-    tmp_path: Path, real_data_dir: Path, postgres_url: str
+    tmp_path: Path, real_data_dir: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    two_workers_share_one_study(tmp_path, real_data_dir, postgres_url)
+    two_workers_share_one_study(tmp_path, real_data_dir, postgres_url, monkeypatch)
 
 
 @pytest.mark.parametrize(

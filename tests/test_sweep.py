@@ -21,7 +21,7 @@ from .helpers import QUIET, REPO, exit_of_main, run_main, scalars
 
 SPACE = {
     "model.scheduler.init_args.max_lr": {"low": 0.002, "high": 0.02, "log": True},
-    "model.net.init_args.hidden_sizes": {"choices": [[64], [32, 16]]},
+    "model.net.init_args.hidden_sizes": {"choices": [[256, 128], [32, 16]]},
 }
 
 
@@ -82,6 +82,11 @@ def test_a_sweep_on_sqlite_writes_its_trials_summary_pictures_and_a_best_config_
     last_line = capsys.readouterr().err.strip().splitlines()[-1]
     study = load(tmp_path)
     assert states(study) == ["COMPLETE"] * 4
+    # The first trial is the base config itself (fast.yaml's own values lie in the space).
+    assert study.trials[0].params == {
+        "model.scheduler.init_args.max_lr": 0.008,
+        "model.net.init_args.hidden_sizes": "[256, 128]",
+    }
     sweep = tmp_path / "lightning_logs" / "sweeps" / "tiny"
     for trial in study.trials:
         folder = sweep / f"trial_{trial.number:04d}"
@@ -97,6 +102,7 @@ def test_a_sweep_on_sqlite_writes_its_trials_summary_pictures_and_a_best_config_
     with open(sweep / "summary.csv", newline="") as table:
         rows = list(csv.DictReader(table))
     assert [int(row["trial"]) for row in rows] == [0, 1, 2, 3] and {row["state"] for row in rows} == {"complete"}
+    assert [row["note"] for row in rows] == ["the base config", "", "", ""]
     for picture in ("history.png", "parallel.png", "importances.png"):
         assert (sweep / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     best = sweep / "best.yaml"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fmnist_pl.errors import ConfigError
 
@@ -63,27 +63,50 @@ def main(argv: list[str], cli: type[LightningCLI]) -> None:
         raise ConfigError(f"--heartbeat must be at least 1 second, got {args.heartbeat}")
     study_name = args.study_name or spec.name
     base_argv = ["fit", "--config", str(spec.base_config), *trial_args]
-    check_options(cli, spec, base_argv, args.config)
-    run(cli, spec, study_name, base_argv, n_trials, args)
+    own_values = check_options(cli, spec, base_argv, args.config)
+    run(cli, spec, study_name, base_argv, n_trials, args, own_values)
 
 
-def check_options(cli: type[LightningCLI], spec: SweepSpec, base_argv: list[str], path: Path) -> None:
-    """Parse the base config with every option of the space (at a value it can take), building nothing."""
+def check_options(cli: type[LightningCLI], spec: SweepSpec, base_argv: list[str], path: Path) -> dict[str, Any]:
+    """Parse the base config with every option of the space (at a value it can take), building nothing;
+    return the base config's own values of the space's options (as Optuna stores them), or nothing
+    when one of them lies outside the space."""
     from fmnist_pl.sweep.trial import trial_options
 
-    class ParseOnly(cli):
-        def before_instantiate_classes(self) -> None:
-            raise _Parsed
-
-    values = {parameter.option: parameter.example() for parameter in spec.space}
+    examples = {parameter.option: parameter.example() for parameter in spec.space}
     try:
-        ParseOnly(args=[*base_argv, *trial_options(values)])
-    except _Parsed:
-        return
+        _parse(cli, [*base_argv, *trial_options(examples)])
+        config = _parse(cli, base_argv)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
     except SystemExit:
         raise ConfigError(f"{path}: the base config with the space's options does not parse (above)") from None
+    own: dict[str, Any] = {}
+    stored: dict[str, Any] = {}
+    for parameter in spec.space:
+        if all(own.get(option) == wanted for option, wanted in parameter.when.items()):
+            value = config.get(parameter.option)
+            if not parameter.contains(value):
+                return {}
+            own[parameter.option] = value
+            stored[parameter.option] = parameter.stored(value)
+    return stored
+
+
+def _parse(cli: type[LightningCLI], argv: list[str]) -> Any:
+    """The parsed ``fit`` config of ``argv``, through ``cli`` stopped before it builds anything."""
+    parsed: list[Any] = []
+
+    class ParseOnly(cli):  # type: ignore[misc, valid-type]
+        def before_instantiate_classes(self) -> None:
+            parsed.append(self.config[self.subcommand])
+            raise _Parsed
+
+    try:
+        ParseOnly(args=argv)
+    except _Parsed:
+        return parsed[0]
+    raise AssertionError("the CLI ran past parsing")
 
 
 class _Parsed(Exception):
@@ -97,7 +120,10 @@ def run(
     base_argv: list[str],
     n_trials: int,
     args: argparse.Namespace,
+    own_values: dict[str, Any],
 ) -> None:
+    """Open or join the study and work on it; a new study's first trial is the base config itself
+    (when its values lie in the space), so the summary shows every candidate beside it."""
     import optuna
     import torch
 
@@ -109,6 +135,8 @@ def run(
     storage = studies.open_storage(args.storage or studies.default_storage(runs.parent, study_name), args.heartbeat)
     study = studies.open_study(spec, storage, study_name)
     new_study = not study.get_trials(deepcopy=False)
+    if new_study and own_values:
+        study.enqueue_trial(own_values, user_attrs={"base_config": True})
     study.set_user_attr("metric", spec.metric)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 

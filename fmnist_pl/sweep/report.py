@@ -22,10 +22,10 @@ from fmnist_pl.errors import ConfigError
 
 
 def summary_rows(study: optuna.Study) -> tuple[list[str], list[list[Any]]]:
-    """One row a trial: number, state, metric, seconds, and every sampled option."""
+    """One row a trial: number, state, metric, seconds, a note (the base config, a retry), every sampled option."""
     trials = study.get_trials(deepcopy=False)
     options = sorted({name for trial in trials for name in trial.params})
-    header = ["trial", "state", "value", "seconds", *options]
+    header = ["trial", "state", "value", "seconds", "note", *options]
     rows = []
     for trial in trials:
         seconds = (trial.datetime_complete - trial.datetime_start).total_seconds() if trial.datetime_complete else None
@@ -36,6 +36,7 @@ def summary_rows(study: optuna.Study) -> tuple[list[str], list[list[Any]]]:
                 state,
                 _number(trial.value if trial.state == TrialState.COMPLETE else _last(trial)),
                 _number(seconds, 1),
+                _note(trial),
                 *(trial.params.get(name, "") for name in options),
             ]
         )
@@ -123,6 +124,14 @@ def check_metric_reachable(study: optuna.Study) -> None:
 
 def _metric(study: optuna.Study) -> str:
     return study.user_attrs.get("metric", "value")
+
+
+def _note(trial: FrozenTrial) -> str:
+    if trial.user_attrs.get("base_config"):
+        return "the base config"
+    if (retried := trial.system_attrs.get("failed_trial")) is not None:
+        return f"retry of {retried}"
+    return ""
 
 
 def _last(trial: FrozenTrial) -> float | None:

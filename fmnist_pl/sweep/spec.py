@@ -56,6 +56,18 @@ class Parameter:
             return trial.suggest_int(self.option, int(self.low), int(self.high), log=self.log)
         return trial.suggest_float(self.option, self.low, self.high, log=self.log)
 
+    def contains(self, value: Any) -> bool:
+        """Whether ``value`` is one this option can take in the space."""
+        if self.choices:
+            return value in self.choices
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        return self.low <= value <= self.high and (not self.integer or float(value).is_integer())
+
+    def stored(self, value: Any) -> Any:
+        """``value`` as Optuna stores it for this option (a list choice as its YAML text)."""
+        return _storable(value) if self.choices else value
+
     def example(self) -> Any:
         """A value this option can take (checking that the CLI accepts the option)."""
         return self.choices[0] if self.choices else (int(self.low) if self.integer else self.low)

@@ -8,6 +8,7 @@ Example (``configs/sweeps/fast.yaml``)::
     seed: 0                    # TPE's seed
     pruner: median             # median, successive_halving or none; fed every validation
     pruner_startup_trials: 4   # the median pruner prunes nothing before this many trials finished
+    pruner_warmup_epochs: 0    # nor in a trial's first epochs (its epochs 0 .. N-1)
     space:
       model.optimizer.init_args.weight_decay: {low: 0.001, high: 0.2, log: true}
       model.label_smoothing: {low: 0.0, high: 0.2}
@@ -31,7 +32,17 @@ from fmnist_pl.errors import ConfigError
 
 PRUNERS = ("median", "successive_halving", "none")
 _EXAMPLE = "model.label_smoothing: {low: 0, high: 0.2}"
-_KEYS = {"base_config", "metric", "direction", "n_trials", "seed", "pruner", "pruner_startup_trials", "space"}
+_KEYS = {
+    "base_config",
+    "metric",
+    "direction",
+    "n_trials",
+    "seed",
+    "pruner",
+    "pruner_startup_trials",
+    "pruner_warmup_epochs",
+    "space",
+}
 
 
 @dataclass(frozen=True)
@@ -86,6 +97,7 @@ class SweepSpec:
     seed: int = 0
     pruner: str = "median"
     pruner_startup_trials: int = 4
+    pruner_warmup_epochs: int = 0
 
     def sample(self, trial: Any) -> dict[str, Any]:
         """The options of one trial, in the space's order (a condition only looks at options before it)."""
@@ -147,6 +159,7 @@ def load_spec(path: Path) -> SweepSpec:
         seed=int(raw.get("seed", 0)),
         pruner=pruner,
         pruner_startup_trials=_positive(path, "pruner_startup_trials", raw.get("pruner_startup_trials", 4)),
+        pruner_warmup_epochs=_positive(path, "pruner_warmup_epochs", raw.get("pruner_warmup_epochs", 0), low=0),
     )
 
 
@@ -176,7 +189,7 @@ def _parameter(path: Path, option: str, value: Any) -> Parameter:
     return Parameter(option, low=low, high=high, log=log, integer=integer, when=when)
 
 
-def _positive(path: Path, key: str, value: Any) -> int:
-    if not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{path}: {key} must be a whole number of at least 1, got {value!r}")
+def _positive(path: Path, key: str, value: Any, low: int = 1) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ConfigError(f"{path}: {key} must be a whole number of at least {low}, got {value!r}")
     return value

@@ -3,7 +3,7 @@
 Any number of workers (the same command, on one machine or many) share one study through its
 storage. Each asks Optuna for a trial, which the storage hands out once; a trial whose worker dies
 stops sending heartbeats, is marked failed by the next worker that looks, and is queued again with
-the same values (Optuna's ``RetryFailedTrialCallback``). The study ends with ``n_trials`` finished
+the same values (Optuna's ``RetryHeartbeatStaleTrialCallback``). The study ends with ``n_trials`` finished
 (complete or pruned) trials: a worker that is handed a trial beyond that number, because others took
 the last ones at the same moment, marks it failed without training (``user_attrs["surplus"]``).
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import optuna
 import sqlalchemy.exc
-from optuna.storages import RDBStorage, RetryFailedTrialCallback, fail_stale_trials
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import TrialState
 
 from fmnist_pl.errors import ConfigError
@@ -57,7 +57,7 @@ def open_storage(url: str, heartbeat_seconds: int) -> RDBStorage:
                 engine_kwargs=engine_kwargs,
                 heartbeat_interval=heartbeat_seconds,
                 grace_period=2 * heartbeat_seconds + 1,
-                failed_trial_callback=RetryFailedTrialCallback(max_retry=3),
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
             )
     except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -67,7 +67,9 @@ def open_storage(url: str, heartbeat_seconds: int) -> RDBStorage:
 def open_study(spec: SweepSpec, storage: RDBStorage, study_name: str) -> optuna.Study:
     """Create the study, or join it when it exists (another worker, or a stopped sweep resumed)."""
     pruner: optuna.pruners.BasePruner = {
-        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=spec.pruner_startup_trials),
+        "median": lambda: optuna.pruners.MedianPruner(
+            n_startup_trials=spec.pruner_startup_trials, n_warmup_steps=spec.pruner_warmup_epochs
+        ),
         "successive_halving": lambda: optuna.pruners.SuccessiveHalvingPruner(),
         "none": lambda: optuna.pruners.NopPruner(),
     }[spec.pruner]()
@@ -131,7 +133,9 @@ def work(
         running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
         if finished(study) + running >= n_trials:
             time.sleep(poll_seconds)
-            fail_stale_trials(study)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                fail_stale_trials(study)
             continue
         study.optimize(objective, n_trials=1, catch=(Surplus,), gc_after_trial=False)
 

@@ -157,20 +157,18 @@ def test_a_worker_killed_mid_trial_is_retried_by_the_next_run_and_no_finished_tr
     tmp_path: Path, real_data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spec = sweep_file(tmp_path, n_trials=2)
-    args = ["--config", str(spec), "--heartbeat=1", *trial_options(real_data_dir, batches=100, epochs=3)]
+    args = ["--config", str(spec), "--heartbeat=1", *trial_options(real_data_dir, batches=80, epochs=6)]
     worker = start_worker(args, tmp_path)
     db = tmp_path / "lightning_logs" / "sweeps" / "tiny.db"
+    second = db.parent / "tiny" / "trial_0001"
     deadline = time.monotonic() + 120
     killed_trial = None
-    while killed_trial is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-        if db.exists() and "tiny" in optuna.get_all_study_names(f"sqlite:///{db}"):
-            study = load(tmp_path)
-            running = [t for t in study.trials if t.state == TrialState.RUNNING]
-            done = [t for t in study.trials if t.state == TrialState.COMPLETE]
-            folder = tmp_path / "lightning_logs" / "sweeps" / "tiny"
-            if done and running and list((folder / f"trial_{running[0].number:04d}").glob("events.*")):
-                killed_trial = running[0]
+    while killed_trial is None and time.monotonic() < deadline and worker.poll() is None:
+        time.sleep(0.1)
+        if list(second.glob("events.*")):  # the second trial is training (a cheap check, then the study)
+            running = [t for t in load(tmp_path).trials if t.state == TrialState.RUNNING]
+            killed_trial = running[0] if running else None
+            break
     assert killed_trial is not None, "no second trial started in time"
     worker.send_signal(signal.SIGKILL)
     worker.wait()

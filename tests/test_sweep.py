@@ -193,13 +193,9 @@ def two_workers_share_one_study(tmp_path: Path, data_dir: Path, storage: str, mo
     args = ["--config", str(spec), f"--storage={storage}", *trial_options(data_dir, batches=20)]
     other = start_worker(args, tmp_path)
     deadline = time.monotonic() + 120
-    sqlite_file = Path(storage.removeprefix("sqlite:///")) if storage.startswith("sqlite:///") else None
-    while time.monotonic() < deadline and not (
-        (sqlite_file is None or sqlite_file.exists())  # reading creates the file; let the worker do that
-        and "tiny" in optuna.get_all_study_names(storage)
-        and load(tmp_path, storage=storage).trials
-    ):
-        time.sleep(0.2)  # until the other worker holds a trial, so both get some
+    runs = tmp_path / "lightning_logs" / "sweeps" / "tiny"
+    while time.monotonic() < deadline and not list(runs.glob("trial_*")) and other.poll() is None:
+        time.sleep(0.1)  # until the other worker trains a trial (seen on disk), so both get some
     run_main(["sweep", *args], tmp_path, monkeypatch)
     finish(other)
     study = load(tmp_path, storage=storage)

@@ -49,16 +49,24 @@ def open_storage(url: str, heartbeat_seconds: int) -> RDBStorage:
             raise ConfigError(f"--storage {url}: cannot create {folder} ({err.strerror})") from None
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     try:
-        with warnings.catch_warnings():
-            # Heartbeats and retries are marked experimental in Optuna; they are what a shared study needs.
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(
-                url,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=heartbeat_seconds,
-                grace_period=2 * heartbeat_seconds + 1,
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
-            )
+        for attempt in range(3):
+            try:
+                with warnings.catch_warnings():
+                    # Heartbeats and retries are marked experimental in Optuna; a shared study needs them.
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    return RDBStorage(
+                        url,
+                        engine_kwargs=engine_kwargs,
+                        heartbeat_interval=heartbeat_seconds,
+                        grace_period=2 * heartbeat_seconds + 1,
+                        heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+                    )
+            except sqlalchemy.exc.OperationalError as err:
+                # Workers started together on a new SQLite file race to create its tables.
+                if "already exists" not in str(err) or attempt == 2:
+                    raise
+                time.sleep(0.5)
+        raise AssertionError("unreachable")
     except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(f"--storage {url}: cannot open it ({first})") from None

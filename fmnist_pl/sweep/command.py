@@ -158,7 +158,7 @@ def run(
         if new_study and len(study.get_trials(deepcopy=False)) <= 1:
             optuna.delete_study(study_name=study_name, storage=storage)
         raise
-    report.check_metric_reachable(study)
+    report.check_some_trial_completed(study)
     print(report.write_summary(study, runs), file=sys.stderr)
     for picture in report.draw_pictures(study, runs):
         print(f"picture: {picture}", file=sys.stderr)

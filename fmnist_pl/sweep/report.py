@@ -115,8 +115,9 @@ def _importances(study: optuna.Study) -> Any:
     return plots.plot_param_importances(study, evaluator=PedAnovaImportanceEvaluator())
 
 
-def check_metric_reachable(study: optuna.Study) -> None:
-    """After a sweep whose every trial failed, say why in one line rather than 'no best trial'."""
+def check_some_trial_completed(study: optuna.Study) -> None:
+    """After a sweep in which no trial completed, one line pointing at the trials' records rather than
+    Optuna's "no best trial"."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         raise ConfigError(f"sweep {study.study_name}: no trial completed; see the trials' trial.yaml for why")

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import signal
+import time
+from pathlib import Path
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -58,6 +60,22 @@ class SignalAt(Callback):
         self, trainer: Trainer, pl_module: LightningModule, batch: object, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
         self._maybe_send(trainer, batch_idx, evaluation=True)
+
+
+class HangInRun(Callback):
+    """In the run whose folder is named ``run``, write the file ``marker`` at the start of training
+    batch 1, then wait there for ever: a worker caught in the middle of a trial, for a test to kill
+    at a moment it knows. Runs in other folders go through untouched."""
+
+    def __init__(self, run: str, marker: str) -> None:
+        self.run = run
+        self.marker = Path(marker)
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: object, batch_idx: int) -> None:
+        if batch_idx == 1 and Path(trainer.log_dir or "").name == self.run:
+            self.marker.write_text(str(os.getpid()))
+            while True:
+                time.sleep(1)
 
 
 class PoisonAt(Callback):

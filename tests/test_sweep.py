@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,6 +17,8 @@ import optuna
 import pytest
 import yaml
 from optuna.trial import TrialState
+
+from fmnist_pl.sweep.study import threads_per_worker
 
 from .helpers import QUIET, REPO, exit_of_main, run_main, scalars
 
@@ -157,19 +160,19 @@ def test_a_worker_killed_mid_trial_is_retried_by_the_next_run_and_no_finished_tr
     tmp_path: Path, real_data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spec = sweep_file(tmp_path, n_trials=2)
-    args = ["--config", str(spec), "--heartbeat=1", *trial_options(real_data_dir, batches=80, epochs=6)]
+    marker = tmp_path / "hanging"
+    hang = ["--trainer.callbacks+=tests.probes.HangInRun", "--trainer.callbacks.run=trial_0001"]
+    hang += [f"--trainer.callbacks.marker={marker}"]
+    args = ["--config", str(spec), "--heartbeat=1", *trial_options(real_data_dir), *hang]
     worker = start_worker(args, tmp_path)
-    db = tmp_path / "lightning_logs" / "sweeps" / "tiny.db"
-    second = db.parent / "tiny" / "trial_0001"
     deadline = time.monotonic() + 120
-    killed_trial = None
-    while killed_trial is None and time.monotonic() < deadline and worker.poll() is None:
+    while not marker.exists() and time.monotonic() < deadline and worker.poll() is None:
         time.sleep(0.1)
-        if list(second.glob("events.*")):  # the second trial is training (a cheap check, then the study)
-            running = [t for t in load(tmp_path).trials if t.state == TrialState.RUNNING]
-            killed_trial = running[0] if running else None
-            break
-    assert killed_trial is not None, "no second trial started in time"
+    assert marker.exists(), "the second trial never started: " + (worker.stderr.read() if worker.poll() else "")
+    # The worker waits inside trial 1 (its retry, trial 2, goes through): kill it there.
+    running = [t for t in load(tmp_path).trials if t.state == TrialState.RUNNING]
+    assert [t.number for t in running] == [1]
+    killed_trial = running[0]
     worker.send_signal(signal.SIGKILL)
     worker.wait()
     # The same command again (in this process): it waits for the dead trial's heartbeat to go stale.
@@ -181,7 +184,8 @@ def test_a_worker_killed_mid_trial_is_retried_by_the_next_run_and_no_finished_tr
     retried = [t for t in by_state[TrialState.COMPLETE] if t.system_attrs.get("failed_trial") == killed_trial.number]
     assert len(retried) == 1 and retried[0].params == killed_trial.params
     # Each finished trial was trained once: one run folder each, with one complete record.
-    records = [yaml.safe_load(p.read_text()) for p in (db.parent / "tiny").glob("trial_*/trial.yaml")]
+    runs = tmp_path / "lightning_logs" / "sweeps" / "tiny"
+    records = [yaml.safe_load(p.read_text()) for p in runs.glob("trial_*/trial.yaml")]
     assert sorted(r["number"] for r in records if r["state"] == "complete") == sorted(
         t.number for t in by_state[TrialState.COMPLETE]
     )
@@ -221,6 +225,25 @@ def test_two_workers_on_a_real_postgresql_server_share_the_trials(
     tmp_path: Path, real_data_dir: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     two_workers_share_one_study(tmp_path, real_data_dir, postgres_url, monkeypatch)
+
+
+def test_workers_on_one_machine_split_its_cores_and_keep_below_omp_num_threads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    study = optuna.create_study()  # in memory: only the records of the running trials count here
+    other = study.ask()  # a trial that another worker on this machine is running
+    other.set_user_attr("host", socket.gethostname())
+    other.set_user_attr("worker", os.getpid() + 1)
+    elsewhere = study.ask()  # one on another machine takes none of these cores
+    elsewhere.set_user_attr("host", socket.gethostname() + "-other")
+    elsewhere.set_user_attr("worker", os.getpid() + 2)
+    cores = os.cpu_count() or 1
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert threads_per_worker(study) == max(1, cores // 2)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert threads_per_worker(study) == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "not a number")
+    assert threads_per_worker(study) == max(1, cores // 2)
 
 
 @pytest.mark.parametrize(

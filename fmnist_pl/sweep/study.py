@@ -110,7 +110,8 @@ def check_claim(study: optuna.Study, trial: optuna.Trial, n_trials: int) -> None
 
 
 def threads_per_worker(study: optuna.Study) -> int:
-    """This machine's cores split between the workers running trials on it now (this one included)."""
+    """This machine's cores split between the workers running trials on it now (this one included),
+    never more than ``$OMP_NUM_THREADS`` when the user has set it."""
     host = socket.gethostname()
     here = {
         t.user_attrs.get("worker")
@@ -118,7 +119,9 @@ def threads_per_worker(study: optuna.Study) -> int:
         if t.user_attrs.get("host") == host
     }
     here.add(os.getpid())
-    return max(1, (os.cpu_count() or 1) // len(here))
+    share = max(1, (os.cpu_count() or 1) // len(here))
+    asked = os.environ.get("OMP_NUM_THREADS", "").split(",")[0]
+    return min(share, int(asked)) if asked.isdigit() and int(asked) > 0 else share
 
 
 def work(

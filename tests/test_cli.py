@@ -224,11 +224,11 @@ def test_fits_started_at_once_each_get_a_folder_of_their_own(tmp_path: Path, rea
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore"}
     fits = [
         subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        for _ in range(3)
+        for _ in range(2)
     ]
-    assert [fit.wait(timeout=300) for fit in fits] == [0, 0, 0], [fit.stderr.read()[-500:] for fit in fits]
+    assert [fit.wait(timeout=300) for fit in fits] == [0, 0], [fit.stderr.read()[-500:] for fit in fits]
     runs = sorted((tmp_path / "lightning_logs" / "seed").iterdir())
-    assert [run.name for run in runs] == ["version_0", "version_1", "version_2"]
+    assert [run.name for run in runs] == ["version_0", "version_1"]
     for run in runs:
         assert yaml.safe_load((run / "config.yaml").read_text())["trainer"]["logger"]["init_args"]["version"] is None
         assert len(list(run.glob("events.out.tfevents.*"))) == 1  # one run's events, not two

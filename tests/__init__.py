@@ -2,8 +2,8 @@
 
 ``pytest -n N`` runs N worker processes side by side, and many tests start more (the real CLI, DDP).
 Each torch process would otherwise start one OpenMP thread per core, whose spinning threads then
-fight over the same cores: on a 2-core machine with two workers, one thread each halved the suite's
-CPU time. Set in the environment so that the subprocesses the tests start inherit it; a value the
+fight over the same cores: on a 2-core machine with two workers, one thread each cut the suite's
+CPU time by about a third. Set in the environment so that the subprocesses the tests start inherit it; a value the
 caller already set wins.
 """
 

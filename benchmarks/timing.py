@@ -39,8 +39,13 @@ class EpochTimer(Callback):
         self.epoch_seconds.append(time.perf_counter() - self._start)
 
 
-def timed_seed_fit(epochs: int, data_dir: str, log_dir: str, extra: list[str]) -> EpochTimer:
-    """Fit configs/seed.yaml (plus ``extra`` options) for ``epochs`` epochs; return its timer."""
+def timed_seed_fit(
+    epochs: int, data_dir: str, log_dir: str, extra: list[str], progress_bar: str = "off"
+) -> EpochTimer:
+    """Fit configs/seed.yaml (plus ``extra`` options) for ``epochs`` epochs; return its timer.
+
+    ``progress_bar``: ``default`` draws the bar a user's fit draws (on stdout), ``lightning`` draws
+    Lightning's ``TQDMProgressBar`` as given (every batch), ``off`` none."""
     from pathlib import Path
 
     from fmnist_pl.cli import FashionCLI
@@ -51,7 +56,8 @@ def timed_seed_fit(epochs: int, data_dir: str, log_dir: str, extra: list[str]) -
             "--config",
             str(config),
             f"--trainer.max_epochs={epochs}",
-            "--trainer.enable_progress_bar=false",
+            f"--trainer.enable_progress_bar={str(progress_bar != 'off').lower()}",
+            *(["--trainer.callbacks+=TQDMProgressBar"] if progress_bar == "lightning" else []),
             "--trainer.enable_model_summary=false",
             f"--trainer.logger.init_args.save_dir={log_dir}",
             f"--data.data_dir={data_dir}",

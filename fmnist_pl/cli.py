@@ -17,7 +17,7 @@ import torch
 from jsonargparse import lazy_instance
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import Callback, Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.profilers import PassThroughProfiler
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -27,6 +27,7 @@ from fmnist_pl.callbacks.figures import TensorBoardFigures
 from fmnist_pl.callbacks.nonfinite import StopOnNonFiniteLoss
 from fmnist_pl.callbacks.predictions import PredictionCSV
 from fmnist_pl.callbacks.preemption import CheckpointOnSigterm
+from fmnist_pl.callbacks.progress import PacedProgressBar
 from fmnist_pl.callbacks.rng_state import RestoreRNGState
 from fmnist_pl.checkpoints import SafeCheckpointIO, check_fits, check_is_ours, load_checkpoint
 from fmnist_pl.data.datamodule import FashionMNISTDataModule
@@ -65,13 +66,25 @@ def last_checkpoint() -> ModelCheckpoint:
     return ModelCheckpoint(monitor=None, filename="last", enable_version_counter=False, save_on_train_epoch_end=True)
 
 
-def always_on_callbacks(checkpointing: bool) -> list[Callback]:
+def always_on_callbacks(checkpointing: bool, progress_bar: bool) -> list[Callback]:
     """The callbacks every run gets, whatever ``--trainer.callbacks`` says (LightningCLI's persistent
-    callbacks); with ``--trainer.enable_checkpointing false`` none that writes a checkpoint."""
+    callbacks); with ``--trainer.enable_checkpointing false`` none that writes a checkpoint.
+
+    ``progress_bar``: add the default bar (:class:`PacedProgressBar`, Lightning's own drawn less
+    often) in place of the one Lightning would add; false where the bar is switched off or the
+    user gives one."""
     callbacks: list[Callback] = [StopOnNonFiniteLoss(), RestoreRNGState()]
     if checkpointing:
         callbacks = [best_checkpoint(), last_checkpoint(), *callbacks, CheckpointOnSigterm()]
+    if progress_bar:
+        callbacks.append(PacedProgressBar())
     return callbacks
+
+
+def gives_progress_bar(trainer_config: Any) -> bool:
+    """Whether ``--trainer.callbacks`` holds a progress bar of the user's own."""
+    given = trainer_config.get("callbacks") or []
+    return any(isinstance(callback, ProgressBar) for callback in (given if isinstance(given, list) else [given]))
 
 
 def check_not_finished(path: Path, checkpoint: dict[str, Any], trainer_config: Any) -> None:
@@ -241,7 +254,8 @@ class FashionCLI(KeepCommandLineOverCheckpoint, LightningCLI):
             self._checkpoint = None  # the Trainer reads the file again itself
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
         checkpointing = config.trainer.get("enable_checkpointing") is not False
-        self.trainer_defaults["callbacks"] = always_on_callbacks(checkpointing) + self._extra_callbacks
+        progress_bar = config.trainer.get("enable_progress_bar") is not False and not gives_progress_bar(config.trainer)
+        self.trainer_defaults["callbacks"] = always_on_callbacks(checkpointing, progress_bar) + self._extra_callbacks
         trainer = super().instantiate_trainer(**kwargs)
         # Lightning hands every hook of every batch to every callback (about 3 µs each on a CPU):
         # the prediction writer only acts in predict, and switched-off figures never act.

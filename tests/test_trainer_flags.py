@@ -4,6 +4,7 @@ asserting the effect (steps taken, norms bounded, curves logged), through the re
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 
 import pytest
@@ -14,10 +15,12 @@ from lightning.pytorch.callbacks import (
     LearningRateFinder,
     LearningRateMonitor,
     StochasticWeightAveraging,
+    TQDMProgressBar,
 )
 from lightning.pytorch.profilers import PassThroughProfiler, SimpleProfiler
 
 from fmnist_pl.callbacks.preemption import CheckpointOnSigterm
+from fmnist_pl.callbacks.progress import PacedProgressBar
 from fmnist_pl.cli import FashionCLI, main
 from fmnist_pl.module import FashionClassifier
 from fmnist_pl.speed import QuietProfiler
@@ -66,6 +69,35 @@ def test_the_progress_bar_counts_batches(fit) -> None:
     cli = fit("--trainer.max_steps=2", "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=true")
     # 55,000 training images in batches of 64: 859 full batches and one of 24.
     assert cli.trainer.progress_bar_callback.total_train_batches == 860
+
+
+def drawn_counts(output: str, description: str) -> list[int]:
+    """The batch counts a tqdm bar showed (on stdout, as Lightning draws it), draw by draw, for bars described ``description``."""
+    return [int(n) for n in re.findall(rf"{description}: +\d+%\|[^|]*\| (\d+)/\d+", output)]
+
+
+def test_the_default_bar_is_lightnings_and_shows_where_a_fit_stopped(fit, capfd: pytest.CaptureFixture) -> None:
+    cli = fit("--trainer.max_steps=37", "--trainer.limit_val_batches=2", "--trainer.enable_progress_bar=true")
+    bar = cli.trainer.progress_bar_callback
+    assert isinstance(bar, PacedProgressBar) and isinstance(bar, TQDMProgressBar)
+    assert bar.train_progress_bar.n == 37  # stopped between two draws, drawn once more at the end
+    assert drawn_counts(capfd.readouterr().out, "Epoch 0")[-1] == 37
+
+
+def test_the_default_bar_draws_at_most_every_min_interval_and_each_loops_last_batch(
+    fit, capfd: pytest.CaptureFixture
+) -> None:
+    options = ["--trainer.max_epochs=2", "--trainer.limit_train_batches=30", "--trainer.limit_val_batches=3"]
+    fit(*options, "--trainer.callbacks+=fmnist_pl.callbacks.progress.PacedProgressBar",
+        "--trainer.callbacks.min_interval=3600", "--trainer.enable_progress_bar=true")  # fmt: skip
+    paced = capfd.readouterr().out
+    # Only the first draw of the run and each loop's last batch: never a batch in between.
+    assert set(drawn_counts(paced, "Epoch 0")) <= {0, 1, 30} and drawn_counts(paced, "Epoch 1")[-1] == 30
+    assert set(drawn_counts(paced, "Epoch 1")) <= {0, 30}
+    assert drawn_counts(paced, "Validation DataLoader 0")[-1] == 3
+    # A bar the user gives is used as given: Lightning's draws every batch.
+    fit(*options, "--trainer.callbacks+=TQDMProgressBar", "--trainer.enable_progress_bar=true")
+    assert set(range(1, 31)) <= set(drawn_counts(capfd.readouterr().out, "Epoch 1"))
 
 
 @pytest.mark.slow

@@ -72,7 +72,8 @@ def test_the_progress_bar_counts_batches(fit) -> None:
 
 
 def drawn_counts(output: str, description: str) -> list[int]:
-    """The batch counts a tqdm bar showed (on stdout, as Lightning draws it), draw by draw, for bars described ``description``."""
+    """The batch counts that bars named ``description`` showed, draw by draw (tqdm on stdout, where
+    Lightning draws it)."""
     return [int(n) for n in re.findall(rf"{description}: +\d+%\|[^|]*\| (\d+)/\d+", output)]
 
 

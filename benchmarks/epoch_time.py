@@ -290,9 +290,7 @@ def main() -> None:
     def per_image(result: dict) -> float:
         return statistics.median(timed_epochs(result)) / result["images"]
 
-    seconds = {
-        name: min(min(timed_epochs(r)) / r["images"] for r in results) for name, results in runs.items()
-    }
+    seconds = {name: min(min(timed_epochs(r)) / r["images"] for r in results) for name, results in runs.items()}
     tutorial, bare, floor = seconds["tutorial"], seconds["bare"], seconds["lightning"]
     first = runs["tutorial"][0]
     print(

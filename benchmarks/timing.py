@@ -39,9 +39,7 @@ class EpochTimer(Callback):
         self.epoch_seconds.append(time.perf_counter() - self._start)
 
 
-def timed_seed_fit(
-    epochs: int, data_dir: str, log_dir: str, extra: list[str], progress_bar: str = "off"
-) -> EpochTimer:
+def timed_seed_fit(epochs: int, data_dir: str, log_dir: str, extra: list[str], progress_bar: str = "off") -> EpochTimer:
     """Fit configs/seed.yaml (plus ``extra`` options) for ``epochs`` epochs; return its timer.
 
     ``progress_bar``: ``default`` draws the bar a user's fit draws (on stdout), ``lightning`` draws

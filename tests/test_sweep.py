@@ -18,6 +18,9 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
+from fmnist_pl.cli import FashionCLI
+from fmnist_pl.sweep.command import check_options
+from fmnist_pl.sweep.spec import load_spec
 from fmnist_pl.sweep.study import threads_per_worker
 
 from .helpers import QUIET, REPO, exit_of_main, run_main, scalars
@@ -289,3 +292,13 @@ def test_a_metric_never_logged_stops_at_the_first_validation_and_leaves_no_study
     storage = f"sqlite:///{tmp_path / 'lightning_logs' / 'sweeps' / 'tiny'}.db"
     assert optuna.get_all_study_names(storage) == []
     assert len(scalars(tmp_path / "lightning_logs" / "sweeps" / "tiny" / "trial_0000")["val/acc"]) == 1
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs" / "sweeps").glob("*.yaml")), ids=lambda path: path.stem)
+def test_every_shipped_sweep_names_options_the_cli_has_and_starts_from_its_base_config(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(REPO)
+    spec = load_spec(path)
+    base = check_options(FashionCLI, spec, ["fit", "--config", str(spec.base_config)], path)
+    assert sorted(base) == sorted(parameter.option for parameter in spec.space), "the base config lies outside the space"

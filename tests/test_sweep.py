@@ -301,4 +301,5 @@ def test_every_shipped_sweep_names_options_the_cli_has_and_starts_from_its_base_
     monkeypatch.chdir(REPO)
     spec = load_spec(path)
     base = check_options(FashionCLI, spec, ["fit", "--config", str(spec.base_config)], path)
-    assert sorted(base) == sorted(parameter.option for parameter in spec.space), "the base config lies outside the space"
+    options = sorted(parameter.option for parameter in spec.space)
+    assert sorted(base) == options, "the base config lies outside the space"

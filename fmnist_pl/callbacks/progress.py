@@ -3,10 +3,31 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import TQDMProgressBar
+
+
+def _paced_eval_hook(hook: str, total: str) -> Callable[..., None]:
+    """``TQDMProgressBar``'s ``hook`` (a validation, test or predict batch end), run only when a draw is due."""
+    draw = getattr(TQDMProgressBar, hook)
+
+    def paced(
+        self: PacedProgressBar,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if self._due(batch_idx + 1, getattr(self, total)):
+            draw(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
+
+    paced.__name__ = hook
+    return paced
 
 
 class PacedProgressBar(TQDMProgressBar):
@@ -64,38 +85,6 @@ class PacedProgressBar(TQDMProgressBar):
         self._draw_pending_train(trainer, pl_module)
         super().on_train_epoch_end(trainer, pl_module)
 
-    def on_validation_batch_end(
-        self,
-        trainer: Trainer,
-        pl_module: LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        if self._due(batch_idx + 1, self.total_val_batches_current_dataloader):
-            super().on_validation_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
-
-    def on_test_batch_end(
-        self,
-        trainer: Trainer,
-        pl_module: LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        if self._due(batch_idx + 1, self.total_test_batches_current_dataloader):
-            super().on_test_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
-
-    def on_predict_batch_end(
-        self,
-        trainer: Trainer,
-        pl_module: LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        if self._due(batch_idx + 1, self.total_predict_batches_current_dataloader):
-            super().on_predict_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
+    on_validation_batch_end = _paced_eval_hook("on_validation_batch_end", "total_val_batches_current_dataloader")
+    on_test_batch_end = _paced_eval_hook("on_test_batch_end", "total_test_batches_current_dataloader")
+    on_predict_batch_end = _paced_eval_hook("on_predict_batch_end", "total_predict_batches_current_dataloader")

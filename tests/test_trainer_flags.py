@@ -101,6 +101,17 @@ def test_the_default_bar_draws_at_most_every_min_interval_and_each_loops_last_ba
     assert set(range(1, 31)) <= set(drawn_counts(capfd.readouterr().out, "Epoch 1"))
 
 
+def test_the_default_bar_of_test_draws_its_last_batch(fit, real_data_dir: Path, capfd: pytest.CaptureFixture) -> None:
+    cli = fit("--trainer.max_steps=2", "--trainer.limit_val_batches=1")
+    last = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    main(["test", "--config", SEED, "--ckpt_path", str(last), *QUIET, "--figures.enabled=false",
+          f"--data.data_dir={real_data_dir}", "--trainer.limit_test_batches=7",
+          "--trainer.callbacks+=fmnist_pl.callbacks.progress.PacedProgressBar",
+          "--trainer.callbacks.min_interval=3600", "--trainer.enable_progress_bar=true"])  # fmt: skip
+    drawn = drawn_counts(capfd.readouterr().out, "Testing DataLoader 0")
+    assert drawn[-1] == 7 and set(drawn) <= {0, 1, 7}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("algorithm", "measured"), [("norm", "norms"), ("value", "max_abs")])
 def test_gradient_clipping_bounds_what_the_optimizer_applies(fit, algorithm: str, measured: str) -> None:

@@ -217,7 +217,12 @@ class FashionClassifier(SafeLoading, CheapHookBookkeeping, LightningModule):
         cache = getattr(datamodule, "cache_teacher_scores", None)
         mirror_invariant = self.distillation.mirror_invariant
         cached = bool(cache and self.mixup is None and cache(self.distillation.scores_of_pixels, mirror_invariant))
-        how = "its logits for the training images computed once" if cached else "scoring each batch"
+        if not cached:
+            how = "scoring each batch"
+        elif self.distillation.reused_scores:
+            how = "its logits for the training images from an earlier fit in this process"
+        else:
+            how = "its logits for the training images computed once"
         rank_zero_info(f"distilling from {path} ({how})")
 
     def on_train_epoch_end(self) -> None:

@@ -3,15 +3,18 @@ one-line errors for a bad teacher, and teacher then student end to end."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 from torch.nn import functional as F
 
 from fmnist_pl.data.device_loader import DeviceLoader
 from fmnist_pl.data.epochs import EpochSampler
+from fmnist_pl.fashion_mnist import Normalization
 from fmnist_pl.model import MLP
 from fmnist_pl.module import FashionClassifier
 from fmnist_pl.techniques.distillation import Distillation, distillation_loss
@@ -57,6 +60,39 @@ def test_cached_teacher_scores_equal_the_teachers_output_on_the_batch(flip: bool
         torch.testing.assert_close(scores, teacher(images))
         flipped += int((~torch.isclose(scores, table[0][indices]).all(1)).sum())
     assert (100 < flipped < 200) if flip and not mirror_invariant else flipped == 0
+
+
+def test_the_same_teacher_file_scoring_the_same_images_again_is_remembered(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "teacher.ckpt"
+    checkpoint.write_bytes(b"stands for the weights: the network below is what read() returns")
+    network = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 10))
+    scored: list[int] = []  # the batch size of each of the teacher's forward passes while scoring
+    network.register_forward_hook(lambda module, inputs, output: scored.append(len(output)))
+
+    def score(pixels: torch.Tensor) -> tuple[torch.Tensor, bool, list[int]]:
+        """Scores as a fit of a sweep does: a fresh Distillation; returns what it ran."""
+        distillation = Distillation(str(checkpoint), temperature=4.0, weight=0.9)
+        distillation.load(lambda path, option: network, torch.device("cpu"), 10, Normalization())
+        scored.clear()  # load() probes the output width with one image
+        scores = distillation.scores_of_pixels(pixels)
+        return scores, distillation.reused_scores, list(scored)
+
+    generator = torch.Generator().manual_seed(2)
+    pixels = torch.randint(0, 256, (3000, 28, 28), dtype=torch.uint8, generator=generator)
+    first, reused, passes = score(pixels)
+    assert (reused, passes) == (False, [2048, 952])
+
+    again, reused, passes = score(pixels.clone())
+    assert (reused, passes) == (True, [])
+    torch.testing.assert_close(again, first, rtol=0, atol=0)
+
+    other = pixels.clone()
+    other[0, 0, 0] ^= 1  # one pixel's lowest bit
+    assert score(other)[1:] == (False, [2048, 952])
+
+    stat = checkpoint.stat()
+    os.utime(checkpoint, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # the teacher retrained
+    assert score(pixels)[1:] == (False, [2048, 952])
 
 
 @pytest.mark.slow

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import hashlib
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,44 @@ from fmnist_pl.runs import newest_checkpoint
 
 OPTION = "--model.teacher"
 SCORING_BATCH = 2048
+REMEMBERED_SCORINGS = 4  # a training set and its mirror image, for two teachers: a few MB of logits
+
+
+class ScoreMemo:
+    """The teacher's logits for whole image sets, remembered within one process.
+
+    The trials of a sweep each fit from the same teacher file on the same training images; scoring
+    55,000 images with the CNN takes about a minute on the CPU, so each later trial reuses the
+    first one's logits. An entry is found only by the same file (path, size and modification time),
+    the same device and precision, and the same pixels (a digest of their bytes), so a retrained
+    teacher or another split is scored afresh; the oldest entries are dropped beyond
+    ``REMEMBERED_SCORINGS``.
+    """
+
+    def __init__(self, capacity: int = REMEMBERED_SCORINGS) -> None:
+        self.capacity = capacity
+        self.entries: OrderedDict[Hashable, torch.Tensor] = OrderedDict()
+
+    @staticmethod
+    def key(teacher: Path, network: nn.Module, pixels: torch.Tensor) -> Hashable:
+        stat = teacher.stat()
+        digest = hashlib.blake2b(pixels.contiguous().cpu().numpy().tobytes(), digest_size=16).hexdigest()
+        dtypes = tuple(sorted({str(parameter.dtype) for parameter in network.parameters()}))
+        autocast = torch.is_autocast_enabled(pixels.device.type)
+        return (str(teacher.resolve()), stat.st_size, stat.st_mtime_ns, str(pixels.device), dtypes, autocast, digest)
+
+    def get(self, key: Hashable) -> torch.Tensor | None:
+        if key in self.entries:
+            self.entries.move_to_end(key)
+        return self.entries.get(key)
+
+    def put(self, key: Hashable, scores: torch.Tensor) -> None:
+        self.entries[key] = scores
+        while len(self.entries) > self.capacity:
+            self.entries.popitem(last=False)
+
+
+SCORE_MEMO = ScoreMemo()
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -65,6 +105,7 @@ class Distillation:
         self.network: nn.Module | None = None
         self.path: Path | None = None
         self.student_normalization = Normalization()
+        self.reused_scores = False  # whether the last scores_of_pixels came from SCORE_MEMO
 
     def load(
         self,
@@ -100,13 +141,22 @@ class Distillation:
 
     @torch.no_grad()
     def scores_of_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
-        """The teacher's logits ``(N, classes)`` for uint8 images ``(N, 28, 28)``, a few thousand at a time."""
+        """The teacher's logits ``(N, classes)`` for uint8 images ``(N, 28, 28)``, a few thousand at a
+        time; remembered for the rest of the process (``ScoreMemo``: the next trial of a sweep)."""
         network = self._network()
+        key = SCORE_MEMO.key(self.path, network, pixels) if self.path is not None else None
+        remembered = SCORE_MEMO.get(key) if key is not None else None
+        self.reused_scores = remembered is not None
+        if remembered is not None:
+            return remembered
         parts = [
             network(to_unit(pixels[start : start + SCORING_BATCH].unsqueeze(1))).float()
             for start in range(0, len(pixels), SCORING_BATCH)
         ]
-        return torch.cat(parts)
+        scores = torch.cat(parts)
+        if key is not None:
+            SCORE_MEMO.put(key, scores)
+        return scores
 
     def loss(
         self, label_loss: torch.Tensor, student_logits: torch.Tensor, teacher_logits: torch.Tensor

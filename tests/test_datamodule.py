@@ -31,9 +31,8 @@ def test_split_is_disjoint_complete_and_fixed_by_its_seed() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("loader", LOADERS)
-def test_loaders_cover_every_image_once(real_data_dir: Path, loader: str) -> None:
-    data = make(real_data_dir, loader, val_size=5000, batch_size=64)
+def test_tensor_loaders_cover_every_image_once(real_data_dir: Path) -> None:
+    data = make(real_data_dir, "tensor", val_size=5000, batch_size=64)
     data.setup("fit")
     data.setup("test")
     assert len(data.train_set) == 55000
@@ -45,6 +44,26 @@ def test_loaders_cover_every_image_once(real_data_dir: Path, loader: str) -> Non
     ):
         counts[name] = sum(targets.numel() for _, targets in batches)
     assert counts == {"train": 55000, "val": 5000, "test": 10000}
+
+
+def drawn_indices(loader: torch.utils.data.DataLoader) -> list[int]:
+    """The data set indices a DataLoader's batches hold, read from its batch sampler: decoding the
+    70,000 PNG-like images through PIL would cost about 20 s, and DataLoader loads what it draws."""
+    return [key[2] if isinstance(key, tuple) else key for batch in loader.batch_sampler for key in batch]
+
+
+@pytest.mark.parametrize("flip", [False, True])  # flips make the sampler yield keys instead of ints
+def test_torchvision_loaders_draw_every_image_once(real_data_dir: Path, flip: bool) -> None:
+    data = make(real_data_dir, "torchvision", val_size=5000, batch_size=64, shuffle=True, flip=flip)
+    data.setup("fit")
+    data.setup("test")
+    train, val = drawn_indices(data.train_dataloader()), drawn_indices(data.val_dataloader())
+    assert sorted(train) == list(range(55000)) and sorted(val) == list(range(5000))
+    assert train != sorted(train)  # shuffled
+    # Through the two subsets: each of the 60,000 training-file images in exactly one split.
+    files = [data.train_set.indices[i] for i in train] + [data.val_set.indices[i] for i in val]
+    assert sorted(files) == list(range(60000))
+    assert sorted(drawn_indices(data.test_dataloader())) == list(range(10000)) == list(range(len(data.test_set)))
 
 
 def test_normalization_is_applied_to_train_and_eval_alike(real_data_dir: Path) -> None:

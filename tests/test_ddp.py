@@ -65,6 +65,8 @@ def test_two_process_fit_and_test_see_every_image_once_and_sync_metrics(
     expected_test = torch.cat([fingerprint(images) for images, _ in reference.test_dataloader()])
     torch.testing.assert_close(torch.cat(test).sort().values, expected_test.sort().values, rtol=0, atol=1e-6)
 
+    if loader != "tensor":
+        return  # the metrics' sync below does not depend on the data path, and a PIL pass costs seconds
     # The logged test accuracy is over all 10,000 images (synced), not over rank 0's half: it equals
     # what one process gets on the same checkpoint.
     ddp_acc = scalars(ckpt.parent.parent / "test")["test/acc"][0]
@@ -81,7 +83,7 @@ def test_two_process_fit_and_test_see_every_image_once_and_sync_metrics(
     )
     single_acc = cli.trainer.callback_metrics["test/acc"].item()
     assert ddp_acc == pytest.approx(single_acc, abs=1e-6)
-    assert single_acc > 0.3  # trained: well above chance (0.1) after 10 steps
+    assert single_acc > 0.3  # trained: well above chance (0.1) after 55 steps
 
 
 @pytest.mark.slow

@@ -31,6 +31,7 @@ def images_per_second(ckpt: str, data_dir: str, out_dir: str, extra: list[str], 
             f"--data.data_dir={data_dir}",
             "--trainer.enable_progress_bar=false",
             "--trainer.logger=false",
+            f"--trainer.default_root_dir={out_dir}",  # where the run's config.yaml goes without a logger
             "--trainer.enable_model_summary=false",
             f"--predictions.output={out_dir}/predictions.csv",
             *extra,

@@ -19,6 +19,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.profilers import PassThroughProfiler
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
@@ -36,13 +37,16 @@ from fmnist_pl.hparams import public
 from fmnist_pl.lightning_internals import KeepCommandLineOverCheckpoint, set_version, subcommand_parser, version_unset
 from fmnist_pl.model import MLP
 from fmnist_pl.module import FashionClassifier
-from fmnist_pl.runs import claim_run_folder, newest_checkpoint, run_folder_of, runs_folder
+from fmnist_pl.runs import claim_evaluation_folder, claim_run_folder, newest_checkpoint, run_folder_of, runs_folder
 from fmnist_pl.speed import QuietProfiler
-from fmnist_pl.usage import closest_option, missing_config, next_steps, quiet_unactionable
+from fmnist_pl.usage import closest_option, missing_config, next_steps, option_before_subcommand, quiet_unactionable
 
 # "last" and "best" are resolved here among the earlier runs: in a new process Lightning would look
 # only in the new run's empty folder (last) or fail (best). "hpc" stays Lightning's.
 _RUN_ALIASES = ("last", "best")
+# Evaluating without a checkpoint scores the freshly initialised network: only when asked for by name.
+_UNTRAINED = "untrained"
+_EVALUATIONS = ("validate", "test", "predict")
 
 
 def best_checkpoint() -> ModelCheckpoint:
@@ -140,6 +144,8 @@ class HintingParser(LightningArgumentParser):
         super().error(message, ex)
 
 
+COMMANDS = (*LightningCLI.subcommands(), "show", "export", "sweep")
+
 DESCRIPTION = """Train, evaluate and use an MLP classifier for FashionMNIST.
 
 Commands: fit, validate, test and predict (Lightning's; `python -m fmnist_pl fit --help`), and
@@ -211,11 +217,20 @@ class FashionCLI(KeepCommandLineOverCheckpoint, LightningCLI):
 
         ``--ckpt_path last`` means the newest ``last.ckpt`` among the earlier runs in this config's
         log folder (``save_dir/name/*/checkpoints``), ``--ckpt_path best`` the best checkpoint of the
-        newest of those runs; either is an error when there is none.
+        newest of those runs; either is an error when there is none. ``validate``, ``test`` and
+        ``predict`` need a checkpoint; ``--ckpt_path untrained`` scores the network as initialised.
         """
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if subcommand in _EVALUATIONS and ckpt_path in (None, _UNTRAINED):
+            if ckpt_path is None:
+                raise ConfigError(
+                    f"{subcommand}: no --ckpt_path, so it would score an untrained network; give --ckpt_path "
+                    f"FILE, best or last (the config's newest run), or --ckpt_path {_UNTRAINED} to mean it"
+                )
+            self.config[subcommand]["ckpt_path"] = None
+            return
         if ckpt_path is None or ckpt_path == "hpc":
             return
         if ckpt_path in _RUN_ALIASES:
@@ -265,6 +280,7 @@ class FashionCLI(KeepCommandLineOverCheckpoint, LightningCLI):
         if type(trainer.profiler) is PassThroughProfiler:  # no --trainer.profiler given
             trainer.profiler = QuietProfiler()
         self._claim_run_folder(trainer)
+        self._claim_evaluation_folder(trainer)
         return trainer
 
     def _acts(self, callback: Callback) -> bool:
@@ -291,6 +307,19 @@ class FashionCLI(KeepCommandLineOverCheckpoint, LightningCLI):
             return
         set_version(logger, claim_run_folder(Path(logger.root_dir)))
 
+    _evaluation_folder: Path | None = None  # <run>/<subcommand>-<checkpoint>: claimed once nothing can fail
+
+    def _claim_evaluation_folder(self, trainer: Trainer) -> None:
+        """An evaluation of a run's checkpoint logs into a folder of its own in the run,
+        ``<subcommand>-<checkpoint name>`` (``test-last``), or ``...-2``, ``-3`` when evaluated again:
+        each evaluation keeps its report."""
+        folder, self._evaluation_folder = self._evaluation_folder, None
+        logger = trainer.logger
+        if folder is None or rank_zero_only.rank != 0 or not isinstance(logger, TensorBoardLogger):
+            return
+        claimed = claim_evaluation_folder(folder.parent, folder.name)
+        set_version(logger, f"{folder.parent.name}/{claimed}")
+
     def _checkpoint_defaults(self, checkpoint: dict[str, Any], ckpt_path: Path, subcommand: str) -> dict[str, Any]:
         model_hparams = checkpoint.get("hyper_parameters", {})
         data_hparams = checkpoint.get("datamodule_hyper_parameters", {})
@@ -301,8 +330,10 @@ class FashionCLI(KeepCommandLineOverCheckpoint, LightningCLI):
             # A resumed fit goes on in the run's own folder: its curves continue, and its checkpoint
             # callbacks keep their state (Lightning drops it when the folder changes). An evaluation
             # logs into a subfolder of the run, so TensorBoard shows test beside train and val.
-            version = run_dir.name if subcommand == "fit" else f"{run_dir.name}/{subcommand}"
+            version = run_dir.name if subcommand == "fit" else f"{run_dir.name}/{subcommand}-{ckpt_path.stem}"
             defaults["trainer.logger"] = tensorboard_logger(str(run_dir.parent.parent), run_dir.parent.name, version)
+            if subcommand != "fit":
+                self._evaluation_folder = run_dir / f"{subcommand}-{ckpt_path.stem}"
         return defaults
 
 
@@ -316,7 +347,9 @@ def main(args: ArgsType = None) -> FashionCLI | None:
     """
     argv = list(sys.argv[1:] if args is None else args)
     try:
-        missing_config(argv)
+        option_before_subcommand(argv, COMMANDS)
+        if argv[:1] != ["sweep"]:  # a sweep file is the sweep's own --config
+            missing_config(argv)
         quiet_unactionable(None)
         if argv[:1] == ["show"]:
             from fmnist_pl.show import main as show

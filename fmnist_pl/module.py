@@ -133,6 +133,14 @@ class FashionClassifier(SafeLoading, CheapHookBookkeeping, LightningModule):
         stats = normalization(checkpoint.get("datamodule_hyper_parameters", {}))
         return Normalized(classifier.inference_network(), stats).eval()
 
+    @staticmethod
+    def logged_metrics() -> tuple[str, ...]:
+        """The name of every scalar this module logs (a sweep checks its metric among them before it trains)."""
+        return (
+            *(f"{stage}/{name}" for stage in ("train", "val", "test") for name in EpochMetrics.NAMES),
+            "val/acc_best",
+        )
+
     @property
     def lr(self) -> float:
         """The learning rate the optimizer starts from: the optimizer's own unless set here (as Lightning's
@@ -279,5 +287,5 @@ class FashionClassifier(SafeLoading, CheapHookBookkeeping, LightningModule):
         # Logged once per epoch, from the epoch-end hook: Lightning computes (and, under DDP, syncs)
         # each metric object, then resets it.
         metrics.flush()
-        self.log(f"{stage}/loss", metrics.loss, prog_bar=stage != "train")
-        self.log(f"{stage}/acc", metrics.acc, prog_bar=True)
+        for name in EpochMetrics.NAMES:
+            self.log(f"{stage}/{name}", getattr(metrics, name), prog_bar=name == "acc" or stage != "train")

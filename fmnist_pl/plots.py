@@ -113,8 +113,9 @@ def image_grid(
         row, column = divmod(index, columns)
         top, left = row * cell_h, column * cell_w + gap // 2
         mosaic[top : top + height, left : left + width] = images[index]
-    figure = new_figure(1.6 * columns, 1.9 * rows + (0.4 if title else 0), figure)
-    top_margin = 0.4 / figure.get_figheight() if title else 0.0
+    band = 0.4  # inches above the grid for the title, whatever the number of rows
+    figure = new_figure(1.6 * columns, 1.9 * rows + (band if title else 0), figure)
+    top_margin = band / figure.get_figheight() if title else 0.0
     axis = figure.add_axes((0.0, 0.0, 1.0, 1.0 - top_margin))
     axis.imshow(mosaic, cmap="gray", vmin=0, vmax=1, interpolation="nearest", aspect="auto")
     axis.axis("off")
@@ -125,7 +126,14 @@ def image_grid(
             column * cell_w + cell_w / 2, row * cell_h + height + 1, text, ha="center", va="top", fontproperties=props
         )
     if title:
-        figure.suptitle(title, fontproperties=font_manager.FontProperties(fname=font, size=12) if font else None)
+        # Centred in its band: suptitle's default place is a fraction of the height, so on a tall grid
+        # it would reach down into the first row.
+        figure.suptitle(
+            title,
+            y=1.0 - top_margin / 2,
+            va="center",
+            fontproperties=font_manager.FontProperties(fname=font, size=12) if font else None,
+        )
     return figure
 
 

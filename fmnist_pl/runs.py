@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -69,14 +69,27 @@ def newest_checkpoint(folder: Path | None, alias: str) -> Path:
 def claim_run_folder(folder: Path) -> str:
     """Create the next free ``version_N`` under ``folder`` and return its name.
 
-    ``os.mkdir`` either creates the folder or fails because it exists, atomically, also on a file
-    system shared by several machines: so fits started at the same moment each get a folder of their
-    own. (Lightning's loggers pick N by listing the folder, and two fits can pick the same N.)
+    Fits started at the same moment each get a folder of their own (Lightning's loggers pick N by
+    listing the folder, and two fits can pick the same N).
     """
     taken = [int(p.name.removeprefix("version_")) for p in folder.glob("version_*") if p.name[8:].isdigit()]
-    number = max(taken, default=-1) + 1
+    return claim_free_folder(folder, lambda number: f"version_{number}", max(taken, default=-1) + 1)
+
+
+def claim_evaluation_folder(run_dir: Path, name: str) -> str:
+    """Create ``run_dir/name`` (``test-last``), or ``name-2``, ``name-3``... when taken; return its name."""
+    return claim_free_folder(run_dir, lambda number: name if number == 1 else f"{name}-{number}", 1)
+
+
+def claim_free_folder(parent: Path, name_of: Callable[[int], str], first: int) -> str:
+    """Create ``parent/name_of(n)`` for the first ``n`` from ``first`` on that is free; return its name.
+
+    ``os.mkdir`` either creates the folder or fails because it exists, atomically, also on a file
+    system shared by several machines: two processes never claim the same folder.
+    """
+    number = first
     while True:
-        candidate = folder / f"version_{number}"
+        candidate = parent / name_of(number)
         try:
             candidate.mkdir(parents=True)
             return candidate.name

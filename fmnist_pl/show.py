@@ -2,7 +2,7 @@
 
 A grid of images with the class name under each one, or one image alone with its name as the title;
 ``--augment`` shows the training transforms (random horizontal flips). On screen when there is a
-display and no ``--out``; otherwise ``--out FILE.png``.
+display and no ``--out``; without a display, a PNG in ``lightning_logs/show/`` (or ``--out FILE.png``).
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from fmnist_pl.data.files import ensure_files, local_source_dirs, read_split
 from fmnist_pl.errors import ConfigError
 from fmnist_pl.fashion_mnist import to_unit
 
+DEFAULT_FOLDER = Path("lightning_logs") / "show"
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fmnist_pl show", description=__doc__.splitlines()[0])
@@ -27,17 +29,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--index", type=int, help="show this one image alone, its class name as the title")
     parser.add_argument("--augment", action="store_true", help="apply the training transforms (random horizontal flip)")
     parser.add_argument("--lang", choices=("en", "ko"), default="en", help="class names in English or Korean")
-    parser.add_argument("--out", type=Path, help="write a PNG here instead of showing it on screen")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help=f"write a PNG here instead of showing it on screen (without a display: {DEFAULT_FOLDER}/NAME.png)",
+    )
     parser.add_argument("--data.data_dir", dest="data_dir", default="data", help="data folder (default: data)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random flips with --augment")
     return parser
+
+
+def default_name(args: argparse.Namespace) -> str:
+    """``train-first64-en.png``, ``test-17-ko-augment.png``: what the picture shows."""
+    which = f"{args.index}" if args.index is not None else f"first{args.n}"
+    return "-".join([args.split, which, args.lang, *(["augment"] if args.augment else [])]) + ".png"
 
 
 def main(argv: list[str]) -> Path | None:
     """Render the requested view; return the PNG path written, or None when shown on screen."""
     args = build_parser().parse_args(argv)
     if args.out is None and not os.environ.get("DISPLAY"):
-        raise ConfigError("show: no display here; give --out FILE.png to write the picture to a file")
+        args.out = DEFAULT_FOLDER / default_name(args)
     folder = ensure_files(args.data_dir, local_source_dirs(), download=True)
     images, labels = read_split(folder, args.split)
     if args.index is not None:

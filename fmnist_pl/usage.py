@@ -67,16 +67,37 @@ def missing_config(argv: list[str]) -> None:
         raise ConfigError(f"--config {value}: no such file{listed}")
 
 
+def option_before_subcommand(argv: list[str], commands: tuple[str, ...]) -> None:
+    """Raise ``ConfigError`` naming the first option typed before the subcommand (``--config X fit``),
+    with the command as it should be written; the parser itself would name a key from inside the file."""
+    if not argv or not argv[0].startswith("-") or argv[0] in ("-h", "--help"):
+        return
+    position = next((i for i, arg in enumerate(argv) if arg in commands), None)
+    if position is None:
+        return
+    typed = argv[0].split("=", 1)[0]
+    reordered = " ".join([argv[position], *argv[:position], *argv[position + 1 :]])
+    raise ConfigError(
+        f"{typed} comes before the subcommand {argv[position]}: options, --config included, go after it, "
+        f"as in `python -m fmnist_pl {reordered}`"
+    )
+
+
 def next_steps(trainer: Any) -> str:
     """Where a finished fit's run went, and the commands that evaluate it and show its curves."""
     # The logger's own folder (Trainer.log_dir would be a collective under DDP; this runs on rank 0 only).
     log_dir = getattr(trainer.logger, "log_dir", None)
     lines = []
-    best = getattr(trainer.checkpoint_callback, "best_model_path", "") if trainer.checkpoint_callback else ""
+    saved = [callback.best_model_path for callback in trainer.checkpoint_callbacks if callback.best_model_path]
+    last = next((path for path in saved if Path(path).name == "last.ckpt"), None)
+    best = next((path for path in saved if Path(path).name.startswith("best-")), None)
     if log_dir is not None:
         lines.append(f"run folder: {log_dir}")
-    if best:
-        lines.append(f"evaluate it: python -m fmnist_pl test --ckpt_path {best}")
+    if last or best:
+        # The result of a run is its end, as the tutorial reports it; the best epoch is one more option.
+        lines.append(f"evaluate it: python -m fmnist_pl test --ckpt_path {last or best}")
+    if last and best:
+        lines.append(f"  (the last epoch; the best by val/acc: --ckpt_path {best})")
     if log_dir is not None:
         lines.append(f"its curves:  tensorboard --logdir {Path(log_dir).parent}")
     return "\n".join(lines) if lines else "no logger and no checkpoint: this run left nothing on disk"
@@ -103,7 +124,9 @@ def quiet_unactionable(subcommand: str | None) -> None:
     - "No seed found" when no ``seed_everything`` is given, as for ``test``/``validate``/``predict``
       on a checkpoint (Lightning then seeds with 0 and says so on the next line);
     - outside ``fit``, "The dirpath has changed": an evaluation logs into a subfolder of the run, so
-      the checkpoint callbacks' folder differs, and they save nothing there.
+      the checkpoint callbacks' folder differs, and they save nothing there;
+    - in ``predict``, "Couldn't infer the batch indices" of the tensor path's ``DeviceLoader``: Lightning
+      records them only for a ``DataLoader``, and the prediction writer reads that loader's own order.
     """
     warnings.filterwarnings(
         "ignore",
@@ -118,3 +141,5 @@ def quiet_unactionable(subcommand: str | None) -> None:
         warnings.filterwarnings(
             "ignore", message=r"The dirpath has changed", module=r"lightning\.pytorch\.callbacks\.model_checkpoint"
         )
+    if subcommand == "predict":
+        warnings.filterwarnings("ignore", message=r"Couldn't infer the batch indices .*`DeviceLoader`")

@@ -47,7 +47,7 @@ def test_fit_writes_one_run_folder_then_test_and_validate_need_no_config(
     run_main(["test", f"--ckpt_path={ckpt}", "--trainer.enable_progress_bar=false"], tmp_path, monkeypatch)
     printed = capsys.readouterr().out
     assert "test/acc" in printed and "test/loss" in printed
-    test_dir = run_dir / "test"
+    test_dir = run_dir / "test-last"  # the run's own folder, named by the checkpoint it evaluates
     # The eval transforms came from the checkpoint (no normalization), the batch size too.
     test_config = yaml.safe_load((test_dir / "config.yaml").read_text())
     assert test_config["data"]["normalize"] is False and test_config["data"]["batch_size"] == 32
@@ -62,9 +62,9 @@ def test_fit_writes_one_run_folder_then_test_and_validate_need_no_config(
         tmp_path,
         monkeypatch,
     )
-    validate_config = yaml.safe_load((run_dir / "validate" / "config.yaml").read_text())
+    validate_config = yaml.safe_load((run_dir / "validate-last" / "config.yaml").read_text())
     assert validate_config["data"]["batch_size"] == 500 and validate_config["data"]["normalize"] is False
-    assert {"val/acc", "val/loss"} <= set(scalars(run_dir / "validate"))
+    assert {"val/acc", "val/loss"} <= set(scalars(run_dir / "validate-last"))
 
     # A second run gets its own folder instead of failing on the existing config.yaml.
     second = fit(tmp_path, real_data_dir, monkeypatch, "--trainer.max_epochs=1")
@@ -273,11 +273,16 @@ def test_a_fit_ends_naming_its_run_and_the_next_commands(
     run_dir = fit(tmp_path, real_data_dir, monkeypatch, "--figures.enabled=false", "--trainer.max_epochs=1")
     (best,) = (run_dir / "checkpoints").glob("best-*.ckpt")
     relative = run_dir.relative_to(tmp_path)
-    assert capsys.readouterr().err.strip().splitlines()[-3:] == [
+    checkpoints = relative / "checkpoints"
+    assert capsys.readouterr().err.strip().splitlines()[-4:] == [
         f"run folder: {relative}",
-        f"evaluate it: python -m fmnist_pl test --ckpt_path {relative / 'checkpoints' / best.name}",
+        f"evaluate it: python -m fmnist_pl test --ckpt_path {checkpoints / 'last.ckpt'}",
+        f"  (the last epoch; the best by val/acc: --ckpt_path {checkpoints / best.name})",
         f"its curves:  tensorboard --logdir {relative.parent}",
     ]
+    # The README's results are of the same checkpoint, the end of the last epoch.
+    results = (REPO / "README.md").read_text(encoding="utf-8").split("## Results")[1].split("## Using it")[0]
+    assert "/checkpoints/last.ckpt" in results and "best-" not in results
 
 
 @pytest.mark.slow
@@ -327,3 +332,44 @@ def test_a_command_prints_nothing_a_user_cannot_act_on(
     for unactionable in ("LeafSpec", "litlogger", "No seed found", "The dirpath has changed"):
         assert not [line for line in shown if unactionable in line], unactionable
     assert "test/acc" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("subcommand", ["validate", "test", "predict"])
+def test_an_evaluation_without_a_checkpoint_is_refused_unless_asked_for_an_untrained_network(
+    tmp_path: Path, subcommand: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, err = exit_of_main([subcommand, "--config", str(REPO / "configs" / "seed.yaml")], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"error: {subcommand}: no --ckpt_path, so it would score an untrained network")
+    assert "--ckpt_path untrained" in err
+    assert not (tmp_path / "lightning_logs").exists()
+
+
+def test_an_untrained_network_is_tested_when_asked_for_by_name(
+    tmp_path: Path, real_data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cli = run_main(
+        [
+            "test",
+            "--ckpt_path=untrained",
+            *SMALL_RUN,
+            "--trainer.limit_test_batches=2",
+            f"--data.data_dir={real_data_dir}",
+        ],
+        tmp_path,
+        monkeypatch,
+    )
+    assert cli.config.test.ckpt_path is None
+    assert 0.0 <= float(cli.trainer.callback_metrics["test/acc"]) <= 1.0
+
+
+def test_an_option_before_the_subcommand_is_named_as_typed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.chdir(REPO)
+    code, err = exit_of_main(["--config", "configs/dropout.yaml", "fit", "--trainer.max_epochs=1"], capsys)
+    assert code == 2 and err.strip() == (
+        "error: --config comes before the subcommand fit: options, --config included, go after it, "
+        "as in `python -m fmnist_pl fit --config configs/dropout.yaml --trainer.max_epochs=1`"
+    )

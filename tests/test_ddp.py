@@ -69,7 +69,7 @@ def test_two_process_fit_and_test_see_every_image_once_and_sync_metrics(
         return  # the metrics' sync below does not depend on the data path, and a PIL pass costs seconds
     # The logged test accuracy is over all 10,000 images (synced), not over rank 0's half: it equals
     # what one process gets on the same checkpoint.
-    ddp_acc = scalars(ckpt.parent.parent / "test")["test/acc"][0]
+    ddp_acc = scalars(ckpt.parent.parent / f"test-{ckpt.stem}")["test/acc"][0]
     monkeypatch.chdir(tmp_path)
     cli = main(
         [

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import yaml
 from matplotlib import image as mpimg
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.text import Text
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from fmnist_pl import plots
@@ -17,7 +19,7 @@ from fmnist_pl.callbacks.figures import tag_names
 from fmnist_pl.fashion_mnist import CLASS_NAMES
 from fmnist_pl.show import main as show
 
-from .helpers import SMALL_RUN, exit_of_main, hparams_sessions, run_main
+from .helpers import SMALL_RUN, hparams_sessions, run_main
 
 
 def read_png(path: Path) -> np.ndarray:
@@ -92,13 +94,31 @@ def test_korean_falls_back_to_english_with_a_warning(monkeypatch: pytest.MonkeyP
     plots.class_names.cache_clear()
 
 
-def test_show_without_display_or_out_is_a_one_line_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+def test_show_without_display_or_out_writes_into_lightning_logs(
+    tmp_path: Path, real_data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("DISPLAY", raising=False)
-    code, err = exit_of_main(["show"], capsys)
-    assert code == 2 and "give --out FILE.png" in err and len(err.strip().splitlines()) == 1
+    run_main(["show", "--data.data_dir", str(real_data_dir), "--n", "8"], tmp_path, monkeypatch)
+    written = Path("lightning_logs") / "show" / "train-first8-en.png"
+    assert capsys.readouterr().out.strip() == f"wrote {written}"
+    assert_not_blank(read_png(tmp_path / written))
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["lightning_logs"]
+
+
+@pytest.mark.parametrize("count", [1, 8, 64, 200])
+def test_a_grid_title_stays_clear_of_the_images(count: int) -> None:
+    images = np.zeros((count, 28, 28), dtype=np.float32)
+    figure = plots.image_grid(images, ["T-shirt/top"] * count, None, title=f"train, first {count}")
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    (title,) = [
+        text.get_window_extent(renderer) for text in figure.findobj(Text) if text.get_text().startswith("train")
+    ]
+    (axis,) = figure.axes
+    assert title.y0 >= axis.get_window_extent(renderer).y1  # above the grid
+    assert title.y1 <= figure.bbox.y1  # and inside the picture
 
 
 @pytest.mark.slow
@@ -135,7 +155,7 @@ def test_fit_and_test_write_figures_scalars_and_real_hparams(
         tmp_path,
         monkeypatch,
     )
-    test_dir = run_dir / "test"
+    test_dir = run_dir / "test-last"
     assert_not_blank(read_png(test_dir / "confusion_matrix_test.png"))
     report = (test_dir / "test_report.md").read_text().splitlines()
     rows = [line for line in report if line.startswith("| ") and not line.startswith(("| class", "| ---"))]
@@ -145,6 +165,16 @@ def test_fit_and_test_write_figures_scalars_and_real_hparams(
     assert "test/confusion_matrix" in accumulator.Tags()["images"]
     assert accumulator.Scalars("hp/test_acc")[-1].value == pytest.approx(accumulator.Scalars("test/acc")[-1].value)
     assert hparams_sessions(test_dir)
+    # The same checkpoint tested again: a folder of its own, and the first report stays as it was.
+    first_report = (test_dir / "test_report.md").read_bytes()
+    run_main(
+        ["test", f"--ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", "--trainer.enable_progress_bar=false"],
+        tmp_path,
+        monkeypatch,
+    )
+    assert (test_dir / "test_report.md").read_bytes() == first_report
+    assert (run_dir / "test-last-2" / "test_report.md").read_bytes() == first_report
+    assert len(list(test_dir.glob("events.out.tfevents.*"))) == 1
 
 
 def test_figures_can_be_switched_off(tmp_path: Path, real_data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:

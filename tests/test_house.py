@@ -220,3 +220,22 @@ def test_the_time_to_accuracy_benchmark_runs_at_its_smallest_size(run_benchmark,
         assert seeds == 1 and whole > train > 0, row
         assert 50 < accuracy < 95, row  # one epoch of training: far above chance, below a finished run
     assert float(rows["fast"][2]) > 2  # the whole command, Python's start and imports included
+
+
+@pytest.mark.slow
+def test_the_threads_benchmark_runs_at_its_smallest_size(run_benchmark, real_data_dir: Path) -> None:
+    # The one variant started another way (torch imported first); the others are the plain command,
+    # once or twice at a time.
+    out = run_benchmark(
+        "benchmarks/threads.py",
+        "--epochs=1",
+        "--repeats=1",
+        "--variants=alone-torch",
+        f"--data-dir={real_data_dir}",
+        "--extra",
+        "--trainer.limit_train_batches=5",
+        "--trainer.limit_val_batches=2",
+    )
+    (row,) = [line for line in out.splitlines() if line.startswith("alone")]
+    assert row.startswith("alone, torch's own OpenMP waiting"), out
+    assert float(row.split(" s ")[0].split()[-1]) > 1, out  # a whole command: Python, imports and the fit

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -128,3 +129,28 @@ def test_nothing_to_predict_is_a_one_line_error(
     monkeypatch.chdir(tmp_path)
     code, err = exit_of_main(["predict", f"--ckpt_path={checkpoint}", f"--data.predict_path={target}"], capsys)
     assert code == 2 and expected in err.strip().splitlines()[-1] and err.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_predict_warns_nothing_and_prints_its_summary_on_a_line_of_its_own(
+    tmp_path: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run_main(
+            [
+                "predict",
+                f"--ckpt_path={checkpoint}",
+                "--trainer.limit_predict_batches=2",
+                "--trainer.enable_model_summary=false",
+                f"--predictions.output={tmp_path / 'out.csv'}",
+            ],
+            tmp_path,
+            monkeypatch,
+        )
+    lightning = [w for w in caught if "lightning" in w.filename or "batch indices" in str(w.message)]
+    assert not lightning, [str(w.message) for w in lightning]
+    out = capsys.readouterr().out
+    assert "Predicting" in out  # the progress bar was drawn
+    before, _ = out.split(f"wrote {tmp_path / 'out.csv'}:")
+    # What a terminal shows before the summary on its line: after the last newline or carriage return.
+    assert before.split("\n")[-1].split("\r")[-1] == ""

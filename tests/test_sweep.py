@@ -19,6 +19,7 @@ import yaml
 from optuna.trial import TrialState
 
 from fmnist_pl.cli import FashionCLI
+from fmnist_pl.sweep import report
 from fmnist_pl.sweep.command import check_options
 from fmnist_pl.sweep.spec import load_spec
 from fmnist_pl.sweep.study import threads_per_worker
@@ -59,6 +60,12 @@ def load(folder: Path, name: str = "tiny", storage: str | None = None) -> optuna
 
 def states(study: optuna.Study) -> list[str]:
     return [trial.state.name for trial in study.trials]
+
+
+def assert_no_values_twice(trials: list) -> None:
+    """No two trials of ``trials`` sampled the same values for every option."""
+    values = [tuple(sorted(trial.params.items())) for trial in trials]
+    assert len(set(values)) == len(values), values
 
 
 def start_worker(args: list[str], cwd: Path) -> subprocess.Popen:
@@ -111,6 +118,14 @@ def test_a_sweep_on_sqlite_writes_its_trials_summary_pictures_and_a_best_config_
     assert [row["note"] for row in rows] == ["the base config", "", "", ""]
     for picture in ("history.png", "parallel.png", "importances.png"):
         assert (sweep / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # What the pictures say: the metric by name, whole trial numbers, every option by a distinct short name.
+    axes = report.pictures(study)
+    assert axes["history.png"].get_ylabel() == "val/acc"
+    assert all(float(tick).is_integer() for tick in axes["history.png"].get_xticks())
+    labels = [tick.get_text() for tick in axes["parallel.png"].get_xticklabels()]
+    assert labels == ["val/acc", "net.hidden_sizes", "scheduler.max_lr"]
+    importance_labels = {tick.get_text() for tick in axes["importances.png"].get_yticklabels()}
+    assert importance_labels == {"net.hidden_sizes", "scheduler.max_lr"}
     best = sweep / "best.yaml"
     assert last_line.endswith("fit it again: python -m fmnist_pl fit --config lightning_logs/sweeps/tiny/best.yaml")
     # The best config alone (the trial options are in it) reproduces the best trial's validation accuracy.
@@ -210,6 +225,7 @@ def two_workers_share_one_study(tmp_path: Path, data_dir: Path, storage: str, mo
     assert len(complete) == 4
     assert len({t.number for t in study.trials}) == len(study.trials)
     assert len({t.user_attrs["worker"] for t in complete}) == 2, "both workers ran trials"
+    assert_no_values_twice(complete)
     # Anything beyond the four was handed out at the same moment as the last ones and not trained.
     assert all(t.user_attrs.get("surplus") for t in study.trials if t.state != TrialState.COMPLETE)
     runs = tmp_path / "lightning_logs" / "sweeps" / "tiny"
@@ -259,8 +275,42 @@ def test_workers_on_one_machine_split_its_cores_and_keep_below_omp_num_threads(
         ({}, ["--n_trials=0"], "--n_trials must be at least 1"),
         ({}, ["--storage=sqlite:////proc/no/such.db"], "--storage sqlite:////proc/no/such.db: cannot"),
         ({}, ["--storage=postgresql+psycopg://nobody@127.0.0.1:9/none"], "--storage postgresql+psycopg://"),
+        # Options under which no trial could report the metric: refused before anything trains.
+        (
+            {},
+            ["--trainer.max_epochs=2"],
+            "sweep: no trial would log val/acc: --trainer.check_val_every_n_epoch 8 is more than "
+            "--trainer.max_epochs 2, so no fit validates; give --trainer.check_val_every_n_epoch 2 as well",
+        ),
+        ({}, ["--trainer.limit_val_batches=0"], "--trainer.limit_val_batches 0.0 turns validation off"),
+        (
+            {"space": {**SPACE, "trainer.max_epochs": {"low": 4, "high": 10}}},
+            [],
+            "space.trainer.max_epochs can take 4, and then --trainer.check_val_every_n_epoch 8 is more than",
+        ),
+        ({"metric": "val/acc_typo"}, [], "metric val/acc_typo is never logged; a validation logs val/loss, val/acc"),
+        # A misspelt trial option is the command line's, with the closest real one.
+        (
+            {},
+            ["--trainer.max_epoch=2"],
+            "sweep: a trial option on the command line: unknown option --trainer.max_epoch; "
+            "did you mean --trainer.max_epochs?",
+        ),
     ],
-    ids=["unknown-option", "empty-space", "missing-base", "test-metric", "no-trials", "unwritable", "unreachable"],
+    ids=[
+        "unknown-option",
+        "empty-space",
+        "missing-base",
+        "test-metric",
+        "no-trials",
+        "unwritable",
+        "unreachable",
+        "validated-after-the-end",
+        "no-validation",
+        "space-below-the-validation",
+        "metric-never-logged",
+        "misspelt-trial-option",
+    ],
 )
 def test_bad_sweep_input_is_one_line_and_leaves_no_study(
     tmp_path: Path,
@@ -279,19 +329,69 @@ def test_bad_sweep_input_is_one_line_and_leaves_no_study(
     assert not (tmp_path / "lightning_logs").exists()
 
 
+def test_a_missing_sweep_file_lists_the_sweep_files(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.chdir(REPO)
+    code, err = exit_of_main(["sweep", "--config", "configs/sweeps/nope.yaml"], capsys)
+    listed = ", ".join(f"configs/sweeps/{path.name}" for path in sorted((REPO / "configs" / "sweeps").glob("*.yaml")))
+    assert (
+        code == 2
+        and err.strip() == f"error: --config configs/sweeps/nope.yaml: no such sweep file; the sweeps here: {listed}"
+    )
+
+
 @pytest.mark.slow
-def test_a_metric_never_logged_stops_at_the_first_validation_and_leaves_no_study(
-    tmp_path: Path, real_data_dir: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+def test_a_resumed_sweep_samples_new_values_and_a_new_study_with_the_same_seed_repeats_itself(
+    tmp_path: Path, real_data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    spec = sweep_file(tmp_path, n_trials=3)
+    for total in (2, 3):  # two trials, then the same command resumed up to three
+        run_main(
+            ["sweep", "--config", str(spec), f"--n_trials={total}", *trial_options(real_data_dir, batches=2)],
+            tmp_path,
+            monkeypatch,
+        )
+    resumed = load(tmp_path).trials
+    assert [t.state for t in resumed] == [TrialState.COMPLETE] * 3
+    assert_no_values_twice(resumed)
+    run_main(
+        ["sweep", "--config", str(spec), "--study_name=again", *trial_options(real_data_dir, batches=2)],
+        tmp_path,
+        monkeypatch,
+    )
+    assert [t.params for t in load(tmp_path, "again").trials] == [t.params for t in resumed]
+    assert "LightningCLI's args parameter" not in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_failed_trial_is_one_line_and_a_new_study_moves_the_old_folder_aside(
+    tmp_path: Path, real_data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    spec = sweep_file(tmp_path, metric="val/acc_typo")
-    code, err = exit_of_main(["sweep", "--config", str(spec), *trial_options(real_data_dir, epochs=3)], capsys)
-    assert code == 2
-    assert err.strip().splitlines()[-1].startswith("error: metric val/acc_typo is never logged"), err
-    assert "val/acc" in err.strip().splitlines()[-1]
-    storage = f"sqlite:///{tmp_path / 'lightning_logs' / 'sweeps' / 'tiny'}.db"
-    assert optuna.get_all_study_names(storage) == []
-    assert len(scalars(tmp_path / "lightning_logs" / "sweeps" / "tiny" / "trial_0000")["val/acc"]) == 1
+    spec = sweep_file(tmp_path, n_trials=1)
+    options = trial_options(real_data_dir, batches=2)
+    code, err = exit_of_main(
+        ["sweep", "--config", str(spec), *options, "--model.optimizer.init_args.weight_decay=-1"], capsys
+    )
+    sweep = Path("lightning_logs") / "sweeps" / "tiny"
+    assert code == 2 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == (
+        "error: sweep tiny: trial 0 failed: ValueError: Invalid weight_decay value: -1.0 "
+        f"(recorded in {sweep / 'trial_0000' / 'trial.yaml'})"
+    )
+    record = yaml.safe_load((sweep / "trial_0000" / "trial.yaml").read_text())
+    assert record["state"] == "failed" and "Invalid weight_decay" in record["error"]
+    # A new study of the same name (another storage): the earlier folder is moved aside, not written into.
+    run_main(
+        ["sweep", "--config", str(spec), f"--storage=sqlite:///{tmp_path / 'new.db'}", *options], tmp_path, monkeypatch
+    )
+    assert f"the earlier one's trials moved aside to {sweep.parent / 'tiny.earlier-1'}" in capsys.readouterr().err
+    assert yaml.safe_load((sweep / "trial_0000" / "trial.yaml").read_text())["state"] == "complete"
+    assert len(list((sweep / "trial_0000").glob("events.out.tfevents.*"))) == 1
+    assert (
+        yaml.safe_load((sweep.parent / "tiny.earlier-1" / "trial_0000" / "trial.yaml").read_text())["state"] == "failed"
+    )
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs" / "sweeps").glob("*.yaml")), ids=lambda path: path.stem)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import sys
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +15,7 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from tqdm import tqdm
 
 from fmnist_pl import plots
 from fmnist_pl.atomic import atomic_path
@@ -72,7 +74,8 @@ class PredictionCSV(BasePredictionWriter):
         counts = Counter(names[int(i)] for i in probabilities.argmax(1))
         summary = ", ".join(f"{name} {count}" for name, count in counts.most_common())
         unused = f"; skipped {len(skipped)} (the CSV's skipped column says why)" if skipped else ""
-        print(f"wrote {path}: {len(probabilities)} images; predicted {summary}{unused}")
+        # Through tqdm, which clears a progress bar before the line and draws it again below it.
+        tqdm.write(f"wrote {path}: {len(probabilities)} images; predicted {summary}{unused}", file=sys.stdout)
 
     @staticmethod
     def _dataset_indices(trainer: Trainer, batch_indices: Sequence[Any], count: int) -> torch.Tensor:

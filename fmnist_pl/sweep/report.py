@@ -79,28 +79,12 @@ def write_best_config(study: optuna.Study, folder: Path, name: str) -> Path:
 
 
 def draw_pictures(study: optuna.Study, folder: Path) -> list[Path]:
-    """Optimization history, parameter importances and parallel coordinates, as PNG files.
-
-    Importances need two or more complete trials whose values differ; they are skipped otherwise.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
+    """The study's pictures (:func:`pictures`) as PNG files in ``folder``."""
     import matplotlib.pyplot as plt
-    from optuna.visualization import matplotlib as plots
 
     drawn = []
-    complete = [trial for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-    wanted = {"history.png": plots.plot_optimization_history, "parallel.png": plots.plot_parallel_coordinate}
-    if len(complete) >= 2 and len({trial.value for trial in complete}) > 1:
-        wanted["importances.png"] = _importances
-    for filename, plot in wanted.items():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
-            axes = plot(study)
-        figure = (axes.flat[0] if hasattr(axes, "flat") else axes).figure
-        figure.set_size_inches(9, 5)
-        figure.tight_layout()
+    for filename, axis in pictures(study).items():
+        figure = axis.figure
         with atomic_path(folder / filename) as tmp:
             figure.savefig(tmp, format="png", dpi=100)
         plt.close(figure)
@@ -108,11 +92,71 @@ def draw_pictures(study: optuna.Study, folder: Path) -> list[Path]:
     return drawn
 
 
-def _importances(study: optuna.Study) -> Any:
+def pictures(study: optuna.Study) -> dict[str, Any]:
+    """Optimization history, parallel coordinates and parameter importances: a matplotlib axes each,
+    by file name.
+
+    Optuna's matplotlib plots, labelled for a reader: the metric's name on the value axis, whole
+    trial numbers, and each option by the short name :func:`short_names` gives it (Optuna would cut
+    ``model.scheduler.init_args.max_lr`` to ``model.scheduler.i...``). Importances need two or more
+    complete trials whose values differ; they are left out otherwise.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.ticker import MaxNLocator
     from optuna.importance import PedAnovaImportanceEvaluator
     from optuna.visualization import matplotlib as plots
 
-    return plots.plot_param_importances(study, evaluator=PedAnovaImportanceEvaluator())
+    metric = _metric(study)
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    options = sorted({name for trial in complete for name in trial.params})
+    labels = short_names(options)
+
+    def history() -> Any:
+        axis = plots.plot_optimization_history(study, target_name=metric)
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        return axis
+
+    def parallel() -> Any:
+        axis = plots.plot_parallel_coordinate(study, target_name=metric)
+        if len(axis.get_xticks()) == 1 + len(options):  # the metric, then the options in name order
+            axis.set_xticks(axis.get_xticks(), [metric, *(labels[option] for option in options)])
+        return axis
+
+    def importances() -> Any:
+        axis = plots.plot_param_importances(study, evaluator=PedAnovaImportanceEvaluator(), target_name=metric)
+        names = [labels.get(tick.get_text(), tick.get_text()) for tick in axis.get_yticklabels()]
+        axis.set_yticks(axis.get_yticks(), names)
+        return axis
+
+    wanted = {"history.png": history, "parallel.png": parallel}
+    if len(complete) >= 2 and len({trial.value for trial in complete}) > 1:
+        wanted["importances.png"] = importances
+    drawn = {}
+    for filename, plot in wanted.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
+            axis = plot()
+        axis.figure.set_size_inches(9, 5)
+        axis.figure.tight_layout()
+        drawn[filename] = axis
+    return drawn
+
+
+def short_names(options: list[str]) -> dict[str, str]:
+    """Each option by its last part and what it belongs to, without the section and ``init_args``
+    (``model.scheduler.init_args.max_lr`` -> ``scheduler.max_lr``, ``model.label_smoothing`` ->
+    ``label_smoothing``), longer where two options would otherwise read alike."""
+    parts = {option: [part for part in option.split(".") if part != "init_args"] for option in options}
+    names = {}
+    for option, own in parts.items():
+        for length in range(min(2, len(own) - 1) or 1, len(own) + 1):
+            tail = own[-length:]
+            if all(other[-length:] != tail for name, other in parts.items() if name != option):
+                break
+        names[option] = ".".join(tail)
+    return names
 
 
 def check_some_trial_completed(study: optuna.Study) -> None:

@@ -79,6 +79,10 @@ class Parameter:
         """``value`` as Optuna stores it for this option (a list choice as its YAML text)."""
         return _storable(value) if self.choices else value
 
+    def extremes(self) -> tuple[Any, ...]:
+        """The ends of the range, or every choice."""
+        return self.choices or ((int(self.low), int(self.high)) if self.integer else (self.low, self.high))
+
     def example(self) -> Any:
         """A value this option can take (checking that the CLI accepts the option)."""
         return self.choices[0] if self.choices else (int(self.low) if self.integer else self.low)

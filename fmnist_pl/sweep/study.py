@@ -6,6 +6,10 @@ stops sending heartbeats, is marked failed by the next worker that looks, and is
 the same values (Optuna's ``RetryHeartbeatStaleTrialCallback``). The study ends with ``n_trials`` finished
 (complete or pruned) trials: a worker that is handed a trial beyond that number, because others took
 the last ones at the same moment, marks it failed without training (``user_attrs["surplus"]``).
+
+The sampler draws each trial's random numbers from the sweep's seed and the trial's number
+(:class:`TrialSeededTPE`): trial numbers are unique in a study, so a resumed sweep or a second
+worker never replays another trial's values, and a new study with the same seed repeats itself.
 """
 
 from __future__ import annotations
@@ -15,19 +19,78 @@ import socket
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import optuna
 import sqlalchemy.exc
+from optuna.distributions import BaseDistribution
+from optuna.samplers import BaseSampler, TPESampler
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
-from fmnist_pl.errors import ConfigError
+from fmnist_pl.errors import ConfigError, WriteError
 from fmnist_pl.sweep.spec import SweepSpec
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 _CLAIMED = (*FINISHED, TrialState.RUNNING, TrialState.WAITING)
+
+
+class TrialSeededTPE(BaseSampler):
+    """Optuna's TPE sampler, seeded afresh for every trial from the sweep's seed and the trial's number.
+
+    One ``TPESampler(seed=...)`` per process would start every process (a resumed sweep, each of N
+    workers) from the same random state, so each would draw the values the first one drew. Trial
+    numbers come from the storage and are never handed out twice, so seeding by them gives every
+    trial its own draw, and the same study replayed from the same seed draws the same values.
+    ``constant_liar``: while several workers run trials at once, TPE counts the running ones as
+    poor results, so that concurrent trials do not cluster at one point.
+
+    Args:
+        seed: The sweep's seed.
+        n_startup_trials: Random trials before TPE models the results.
+    """
+
+    def __init__(self, seed: int, n_startup_trials: int) -> None:
+        self.seed = seed
+        self.n_startup_trials = n_startup_trials
+        self._samplers: dict[int, TPESampler] = {}
+
+    def for_trial(self, number: int) -> TPESampler:
+        """The TPE sampler of trial ``number``, created at its first use."""
+        if number not in self._samplers:
+            seed = int(np.random.SeedSequence([self.seed, number]).generate_state(1)[0])
+            self._samplers[number] = TPESampler(seed=seed, n_startup_trials=self.n_startup_trials, constant_liar=True)
+        return self._samplers[number]
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return self.for_trial(trial.number).infer_relative_search_space(study, trial)
+
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        return self.for_trial(trial.number).sample_relative(study, trial, search_space)
+
+    def sample_independent(
+        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+    ) -> Any:
+        return self.for_trial(trial.number).sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.for_trial(trial.number).before_trial(study, trial)
+
+    def after_trial(
+        self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None
+    ) -> None:
+        self.for_trial(trial.number).after_trial(study, trial, state, values)
+        self._samplers.pop(trial.number, None)
+
+
+def sampler(spec: SweepSpec) -> TrialSeededTPE:
+    """The sweep's sampler: random for its first quarter of trials (2 to 10), then TPE."""
+    return TrialSeededTPE(spec.seed, n_startup_trials=min(10, max(2, spec.n_trials // 4)))
 
 
 class Surplus(Exception):
@@ -72,8 +135,9 @@ def open_storage(url: str, heartbeat_seconds: int) -> RDBStorage:
         raise ConfigError(f"--storage {url}: cannot open it ({first})") from None
 
 
-def open_study(spec: SweepSpec, storage: RDBStorage, study_name: str) -> optuna.Study:
-    """Create the study, or join it when it exists (another worker, or a stopped sweep resumed)."""
+def open_study(spec: SweepSpec, storage: RDBStorage, study_name: str) -> tuple[optuna.Study, bool]:
+    """Create the study, or join it when it exists (another worker, or a stopped sweep resumed);
+    the second value says whether this worker created it (only one of workers started at once does)."""
     pruner: optuna.pruners.BasePruner = {
         "median": lambda: optuna.pruners.MedianPruner(
             n_startup_trials=spec.pruner_startup_trials, n_warmup_steps=spec.pruner_warmup_epochs
@@ -81,18 +145,55 @@ def open_study(spec: SweepSpec, storage: RDBStorage, study_name: str) -> optuna.
         "successive_halving": lambda: optuna.pruners.SuccessiveHalvingPruner(),
         "none": lambda: optuna.pruners.NopPruner(),
     }[spec.pruner]()
-    sampler = optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=min(10, max(2, spec.n_trials // 4)))
     try:
-        return optuna.create_study(
-            storage=storage,
-            study_name=study_name,
-            direction=spec.direction,
-            sampler=sampler,
-            pruner=pruner,
-            load_if_exists=True,
-        )
+        try:
+            study = optuna.create_study(
+                storage=storage, study_name=study_name, direction=spec.direction, sampler=sampler(spec), pruner=pruner
+            )
+            return study, True
+        except optuna.exceptions.DuplicatedStudyError:
+            return optuna.load_study(
+                study_name=study_name, storage=storage, sampler=sampler(spec), pruner=pruner
+            ), False
     except sqlalchemy.exc.SQLAlchemyError as err:
         raise ConfigError(f"--storage {storage.url}: cannot use it ({str(err).splitlines()[0]})") from None
+
+
+TRIALS_FOLDER = "trials_folder"
+
+
+def claim_trials_folder(study: optuna.Study, created: bool, folder: Path, wait_seconds: float = 60.0) -> Path | None:
+    """Make ``folder`` (``<save_dir>/sweeps/<study>``) this study's own before any of its trials starts.
+
+    The worker that created the study moves aside whatever an earlier study of the same name left
+    there (its storage deleted, or another storage), to ``<study>.earlier-N``, and returns where it
+    went; then it records the folder in the study, and the other workers wait for that record, so
+    none of them writes a trial into the earlier study's folder. A study created before this record
+    existed keeps its folder as it is.
+    """
+    if created:
+        moved = _move_aside(folder)
+        study.set_user_attr(TRIALS_FOLDER, str(folder))
+        return moved
+    deadline = time.monotonic() + wait_seconds
+    while TRIALS_FOLDER not in study.user_attrs and not study.get_trials(deepcopy=False):
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    return None
+
+
+def _move_aside(folder: Path) -> Path | None:
+    if not folder.is_dir() or not any(folder.iterdir()):
+        return None
+    number = 1
+    while (aside := folder.with_name(f"{folder.name}.earlier-{number}")).exists():
+        number += 1
+    try:
+        folder.rename(aside)
+    except OSError as err:
+        raise WriteError(f"cannot move an earlier study's folder {folder} aside ({err.strerror})") from None
+    return aside
 
 
 def finished(study: optuna.Study) -> int:

@@ -9,7 +9,6 @@ pruned or failed), the metric and the seconds taken.
 from __future__ import annotations
 
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +27,11 @@ class MetricNeverLogged(ConfigError):
 
 
 class ReportToTrial(PyTorchLightningPruningCallback):
-    """Optuna's pruning callback for Lightning, stopping at the first validation that lacks the metric
-    (Optuna's own only warns and goes on, which would train the whole sweep for nothing), and never
-    pruning at the validation after the last training batch (the trial is complete by then)."""
+    """Optuna's pruning callback for Lightning, reporting every validation and never pruning at the
+    validation after the last training batch (the trial is complete by then). The sweep has checked
+    that the model logs the metric before any trial started."""
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not trainer.sanity_checking and self.monitor not in trainer.callback_metrics:
-            logged = ", ".join(sorted(name for name in trainer.callback_metrics if name.startswith("val/")))
-            raise MetricNeverLogged(
-                f"metric {self.monitor} is never logged by a validation; logged: {logged or 'none'} "
-                "(set metric: in the sweep file)"
-            )
         if trainer.sanity_checking:
             return
         self.last_reported = float(trainer.callback_metrics[self.monitor])
@@ -83,6 +76,11 @@ def _as_option(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
+def trial_folder(number: int) -> str:
+    """The name of trial ``number``'s run folder in its study's folder."""
+    return f"trial_{number:04d}"
+
+
 def run_trial(
     cli_class: type[LightningCLI],
     trial: optuna.Trial,
@@ -94,7 +92,7 @@ def run_trial(
 ) -> float:
     """Fit one trial through ``cli_class`` (taking ``extra_callbacks``, as ``FashionCLI`` does) and return
     its metric at the last validation; raises ``optuna.TrialPruned`` when pruned."""
-    version = f"trial_{trial.number:04d}"
+    version = trial_folder(trial.number)
     argv = [
         *base_argv,
         *trial_options(values),
@@ -107,12 +105,9 @@ def run_trial(
     record: dict[str, Any] = {"number": trial.number, "study": study_name, "values": values, "metric": metric}
     reporter = ReportToTrial(trial, monitor=metric)
     try:
-        with warnings.catch_warnings():
-            # Lightning warns when a CLI is given args while sys.argv holds another command's (the sweep's).
-            warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-            cli = cli_class(  # type: ignore[call-arg]
-                args=argv, extra_callbacks=[reporter, TrialHyperparameters(study_name, trial.number, values)]
-            )
+        cli = cli_class(  # type: ignore[call-arg]
+            args=argv, extra_callbacks=[reporter, TrialHyperparameters(study_name, trial.number, values)]
+        )
         value = cli.trainer.callback_metrics.get(metric)
         if value is None:
             raise MetricNeverLogged(
@@ -128,6 +123,5 @@ def run_trial(
         raise
     finally:
         record["seconds"] = round(time.monotonic() - started, 2)
-        folder = runs / version
-        if folder.is_dir():
-            atomic_write_text(folder / "trial.yaml", yaml.safe_dump(record, sort_keys=False))
+        # Also for a trial that failed before its run began: its folder says why.
+        atomic_write_text(runs / version / "trial.yaml", yaml.safe_dump(record, sort_keys=False))

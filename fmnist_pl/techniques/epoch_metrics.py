@@ -21,6 +21,8 @@ class EpochMetrics(nn.Module):
     graphs live in memory that the next step overwrites.
     """
 
+    NAMES = ("loss", "acc")  # each stage's scalars: <stage>/loss, <stage>/acc
+
     def __init__(self, num_classes: int) -> None:
         super().__init__()
         # Predictions come from argmax and targets from the data set: validating them (validate_args)

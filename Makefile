@@ -3,7 +3,7 @@
 #   make test   the same environment (with the test and export extras), then the whole test suite
 # and, once those have run:
 #   make test-quick   the suite without the tests marked slow (the edit loop)
-#   make evaluate     test the newest run of CONFIG on its best checkpoint
+#   make evaluate     test the newest run of CONFIG on its last.ckpt (the end of training, as the README reports)
 #   make tensorboard  TensorBoard over lightning_logs/
 #   make lint         ruff: lint rules and formatting (pyproject.toml), also run by CI
 #   make distill      fit the teacher (configs/teacher.yaml), then the MLP distilled from it (configs/best.yaml)
@@ -33,7 +33,7 @@ fit: data
 	$(BIN)/python -m fmnist_pl fit --config $(CONFIG)
 
 evaluate: install
-	$(BIN)/python -m fmnist_pl test --config $(CONFIG) --ckpt_path best
+	$(BIN)/python -m fmnist_pl test --config $(CONFIG) --ckpt_path last
 
 tensorboard: install
 	$(BIN)/tensorboard --logdir lightning_logs

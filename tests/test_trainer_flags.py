@@ -396,15 +396,6 @@ def test_test_with_ckpt_path_best_in_a_new_process_takes_the_newest_runs_best(
     )
 
 
-def test_config_before_the_subcommand_is_a_one_line_hint(
-    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(tmp_path)
-    code, err = exit_of_main(["--config", DROPOUT, "fit"], capsys)
-    assert code == 2 and len(err.strip().splitlines()) == 1
-    assert "go after the subcommand" in err and "python -m fmnist_pl fit --config" in err
-
-
 @pytest.mark.slow
 def test_a_profiler_given_is_used_and_none_given_profiles_nothing(fit, tmp_path: Path) -> None:
     options = ["--trainer.max_steps=3", "--trainer.limit_val_batches=1"]

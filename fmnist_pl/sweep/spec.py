@@ -85,7 +85,7 @@ class Parameter:
 
     def example(self) -> Any:
         """A value this option can take (checking that the CLI accepts the option)."""
-        return self.choices[0] if self.choices else (int(self.low) if self.integer else self.low)
+        return self.extremes()[0]
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_s
 from optuna.trial import FrozenTrial, TrialState
 
 from fmnist_pl.errors import ConfigError, WriteError
+from fmnist_pl.runs import claim_free_folder
 from fmnist_pl.sweep.spec import SweepSpec
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -186,9 +187,8 @@ def claim_trials_folder(study: optuna.Study, created: bool, folder: Path, wait_s
 def _move_aside(folder: Path) -> Path | None:
     if not folder.is_dir() or not any(folder.iterdir()):
         return None
-    number = 1
-    while (aside := folder.with_name(f"{folder.name}.earlier-{number}")).exists():
-        number += 1
+    # The first free NAME.earlier-N, claimed as an empty folder, which the rename then replaces.
+    aside = folder.with_name(claim_free_folder(folder.parent, lambda number: f"{folder.name}.earlier-{number}", 1))
     try:
         folder.rename(aside)
     except OSError as err:

@@ -7,6 +7,7 @@
 #   make tensorboard  TensorBoard over lightning_logs/
 #   make lint         ruff: lint rules and formatting (pyproject.toml), also run by CI
 #   make distill      fit the teacher (configs/teacher.yaml), then the MLP distilled from it (configs/best.yaml)
+#   make serve        serve the newest run's best checkpoint on http://127.0.0.1:8000/ (a page and an API)
 # Every target runs the tools inside .venv, so nothing needs activating; for commands of your own,
 # `source .venv/bin/activate` first (README, "Using it").
 PYTHON ?= python3
@@ -14,16 +15,17 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= configs/dropout.yaml
 # Two workers: much of the suite waits on subprocesses and DDP start-up, so the 2 cores overlap it.
-PYTEST_ARGS ?= -n 2
+# loadgroup: the tests of one served model (test_serve.py) share its server on one worker.
+PYTEST_ARGS ?= -n 2 --dist loadgroup
 
-.PHONY: install data fit evaluate tensorboard distill test test-quick lint
+.PHONY: install data fit evaluate tensorboard distill serve test test-quick lint
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,export,sweep]'
+	$(BIN)/pip install --quiet -e '.[test,export,sweep,serve]'
 	touch $@
 
 data: install
@@ -41,6 +43,9 @@ tensorboard: install
 distill: data
 	$(BIN)/python -m fmnist_pl fit --config configs/teacher.yaml
 	$(BIN)/python -m fmnist_pl fit --config configs/best.yaml
+
+serve: install
+	$(BIN)/python -m fmnist_pl serve
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -144,14 +144,15 @@ class HintingParser(LightningArgumentParser):
         super().error(message, ex)
 
 
-COMMANDS = (*LightningCLI.subcommands(), "show", "export", "sweep")
+COMMANDS = (*LightningCLI.subcommands(), "show", "export", "sweep", "serve")
 
 DESCRIPTION = """Train, evaluate and use an MLP classifier for FashionMNIST.
 
 Commands: fit, validate, test and predict (Lightning's; `python -m fmnist_pl fit --help`), and
   show     image grids with class names   (`python -m fmnist_pl show --help`)
   export   one self-contained ONNX file    (`python -m fmnist_pl export --help`)
-  sweep    a hyperparameter search (Optuna) (`python -m fmnist_pl sweep --help`)"""
+  sweep    a hyperparameter search (Optuna) (`python -m fmnist_pl sweep --help`)
+  serve    an HTTP service and a web page    (`python -m fmnist_pl serve --help`)"""
 
 
 class FashionCLI(KeepCommandLineOverCheckpoint, LightningCLI):
@@ -340,7 +341,7 @@ class FashionCLI(KeepCommandLineOverCheckpoint, LightningCLI):
 def main(args: ArgsType = None) -> FashionCLI | None:
     """Run the command line; errors the user can fix print as one line and exit with status 2.
 
-    ``show`` and ``export`` are this project's own commands (no trainer); everything else is LightningCLI's.
+    ``show``, ``export``, ``sweep`` and ``serve`` are this project's own commands; everything else is LightningCLI's.
     Set ``FMNIST_DEBUG=1`` to get the full traceback instead. A run stopped by SIGTERM exits with
     143 (128 + 15, as a process killed by it would) after one line saying what was saved. A finished
     fit ends with where its run went and what to run next.
@@ -365,6 +366,11 @@ def main(args: ArgsType = None) -> FashionCLI | None:
             from fmnist_pl.export import main as export
 
             export(argv[1:])
+            return None
+        if argv[:1] == ["serve"]:
+            from fmnist_pl.serve.command import main as serve
+
+            serve(argv[1:])
             return None
         cli = FashionCLI(args=args)
         if cli.subcommand == "fit" and rank_zero_only.rank == 0 and not cli.trainer.interrupted:

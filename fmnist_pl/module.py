@@ -17,7 +17,7 @@ from torch.nn import functional as F
 from torchmetrics import MaxMetric
 
 from fmnist_pl.checkpoints import SafeLoading, check_is_ours, load_checkpoint
-from fmnist_pl.errors import ConfigError, check_at_least, check_range
+from fmnist_pl.errors import CheckpointError, ConfigError, check_at_least, check_range
 from fmnist_pl.fashion_mnist import IMAGE_SHAPE, normalization
 from fmnist_pl.hparams import describe_factory, training_settings
 from fmnist_pl.lightning_internals import CheapHookBookkeeping
@@ -129,7 +129,16 @@ class FashionClassifier(SafeLoading, CheapHookBookkeeping, LightningModule):
         """
         checkpoint = load_checkpoint(path, option)
         check_is_ours(path, checkpoint, option)
-        classifier = cls.load_from_checkpoint(path, map_location="cpu", compile_mode="eager", teacher=None)
+        try:
+            classifier = cls.load_from_checkpoint(path, map_location="cpu", compile_mode="eager", teacher=None)
+        except RuntimeError as err:  # torch's load_state_dict: weights of other shapes or names
+            if "Error(s) in loading state_dict" not in str(err):
+                raise
+            first = next(line.strip().rstrip(".") for line in str(err).splitlines()[1:] if line.strip())
+            raise CheckpointError(
+                f"{option} {path}: its weights do not fit the network its own hyperparameters describe ({first}); "
+                "the file was changed after training: give another checkpoint"
+            ) from None
         stats = normalization(checkpoint.get("datamodule_hyper_parameters", {}))
         return Normalized(classifier.inference_network(), stats).eval()
 

@@ -34,9 +34,19 @@ def runs_folder(trainer_config: Mapping[str, Any]) -> Path | None:
     return Path(save_dir) / name if name else Path(save_dir)
 
 
-def newest_checkpoint(folder: Path | None, alias: str) -> Path:
-    """``--ckpt_path last``: the most recently written ``*/checkpoints/last.ckpt`` under ``folder``;
+def newest_checkpoint(
+    folder: Path | None,
+    alias: str,
+    runs: str = "*",
+    whose: str = "of this config",
+    first: str = "train without --ckpt_path",
+) -> Path:
+    """``--ckpt_path last``: the most recently written ``<runs>/checkpoints/last.ckpt`` under ``folder``;
     ``--ckpt_path best``: the ``best-*.ckpt`` of the run that wrote the newest checkpoint.
+
+    ``runs`` is the pattern of the run folders under ``folder`` (``*``: one config's ``version_*``;
+    ``*/*``: every config's, from ``lightning_logs``); ``whose`` names those runs in the error, and
+    ``first`` what to do when there is none.
 
     A run keeps one ``best-*.ckpt`` (``save_top_k=1``); with more, the one its ``ModelCheckpoint``
     recorded as best in its newest checkpoint wins.
@@ -50,11 +60,11 @@ def newest_checkpoint(folder: Path | None, alias: str) -> Path:
             "give a checkpoint's path."
         )
     pattern = "last.ckpt" if alias == "last" else "best-*.ckpt"
-    candidates = [path for path in folder.glob(f"*/checkpoints/{pattern}") if path.is_file()]
+    candidates = [path for path in folder.glob(f"{runs}/checkpoints/{pattern}") if path.is_file()]
     if not candidates:
         raise CheckpointError(
-            f"--ckpt_path {alias}: no earlier run of this config has a {pattern} "
-            f"(looked for {folder}/*/checkpoints/{pattern}); train without --ckpt_path, or give a checkpoint's path."
+            f"--ckpt_path {alias}: no earlier run {whose} has a {pattern} (looked for "
+            f"{folder}/{runs}/checkpoints/{pattern}); {first}, or give a checkpoint's path."
         )
     if alias == "last":
         return max(candidates, key=_written_at)

@@ -239,3 +239,25 @@ def test_the_threads_benchmark_runs_at_its_smallest_size(run_benchmark, real_dat
     (row,) = [line for line in out.splitlines() if line.startswith("alone")]
     assert row.startswith("alone, torch's own OpenMP waiting"), out
     assert float(row.split(" s ")[0].split()[-1]) > 1, out  # a whole command: Python, imports and the fit
+
+
+@pytest.mark.slow
+def test_the_serve_benchmark_runs_at_its_smallest_size(
+    run_benchmark, trained_checkpoint: Path, real_data_dir: Path
+) -> None:
+    out = run_benchmark(
+        "benchmarks/serve_throughput.py",
+        f"--ckpt_path={trained_checkpoint}",
+        f"--data-dir={real_data_dir}",
+        "--requests=20",
+        "--images=10",
+        "--concurrency=1,4",
+        "--variants=serve,floor",
+    )
+    rows = [line.split() for line in out.splitlines() if line.split()[:1] in (["serve"], ["floor"])]
+    rows = [row for row in rows if row[1].isdigit()]  # the table, not the ratio lines
+    assert [(row[0], row[1]) for row in rows] == [("serve", "1"), ("serve", "4"), ("floor", "1"), ("floor", "4")]
+    for row in rows:
+        assert float(row[2]) > 0 and float(row[4]) >= float(row[3]) > 0 and row[5] == "0", row  # no errors
+    assert "serve vs floor at concurrency 4: " in out
+    assert "serve vs predict's CSV: same class on 10/10 files" in out

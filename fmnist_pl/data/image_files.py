@@ -12,7 +12,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import torch
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
@@ -79,23 +79,23 @@ def _sort_out(candidates: list[Path], inside: Path | None) -> tuple[list[Path], 
     return files, skipped
 
 
-def load_image(path: Path, invert: Invert = "auto") -> torch.Tensor:
+def load_image(source: Path | BinaryIO, invert: Invert = "auto") -> torch.Tensor:
     """Read any PNG/JPEG/BMP/GIF/WebP (gray, RGB or RGBA) as a ``(1, 28, 28)`` float tensor in [0, 1].
 
-    Transparency is composited on black; the picture is turned to grayscale, inverted when asked
+    ``source`` is a file or a seekable binary stream (a served request's bytes). Transparency is composited on black; the picture is turned to grayscale, inverted when asked
     (or, with ``auto``, when its border is mostly light), then scaled so its longer side is 28
     pixels and centred on a black 28x28 canvas. Raises ``UnreadableImage`` for a picture over
     ``MAX_PIXELS`` (before decoding it) or a PNG whose data is shorter than its header says.
     """
-    with Image.open(path) as opened:
+    with Image.open(source) as opened:
         if opened.width * opened.height > MAX_PIXELS:
-            raise UnreadableImage(
+            raise TooManyPixels(
                 f"{opened.width} x {opened.height} pixels is over the {MAX_PIXELS // 1_000_000}-megapixel limit"
             )
         opened.seek(0)  # the first frame of an animated GIF or WebP
         opened.draft("L", (4 * IMAGE_SHAPE[2], 4 * IMAGE_SHAPE[1]))  # JPEG: decoded at 1/2 to 1/8 scale
         gray = _gray_on_black(opened)
-        if opened.format == "PNG" and (shortfall := png_shortfall(path)):
+        if opened.format == "PNG" and (shortfall := png_shortfall(source)):
             raise UnreadableImage(shortfall)
     if invert == "true" or (invert == "auto" and _border_is_light(gray)):
         gray = Image.eval(gray, lambda value: 255 - value)
@@ -119,7 +119,7 @@ def load_images(paths: list[Path], invert: Invert) -> tuple[list[Path], torch.Te
         # One damaged file must not stop the others, and Pillow's decoders raise many kinds of
         # error on damaged data (OSError, SyntaxError, ValueError, EOFError, zlib.error, ...).
         except Exception as err:
-            skipped.append(Skipped(path, _why(path, err)))
+            skipped.append(Skipped(path, why_unreadable(err, empty=path.stat().st_size == 0)))
     if not images:
         raise DataError(f"--data.predict_path: none of the {len(paths)} file(s) could be read as an image")
     return loaded, torch.stack(images), skipped
@@ -136,17 +136,32 @@ class UnreadableImage(ValueError):
     """A file Pillow could open that this project refuses to use (its message says why)."""
 
 
-def _why(path: Path, err: Exception) -> str:
+class TooManyPixels(UnreadableImage):
+    """A picture over ``MAX_PIXELS``, refused before it is decoded."""
+
+
+def why_unreadable(err: Exception, empty: bool) -> str:
+    """What :func:`load_image`'s error ``err`` means for the file (``empty``: it held no bytes at all)."""
     if isinstance(err, UnreadableImage):
         return str(err)
     if isinstance(err, Image.DecompressionBombError):
         return "a decompression bomb: over Pillow's limit (see PIL.Image.MAX_IMAGE_PIXELS)"
     if isinstance(err, UnidentifiedImageError):
-        empty = path.stat().st_size == 0
         return "an empty file" if empty else "not an image Pillow can read"
     if "truncated" in str(err):
         return "damaged or truncated: " + str(err)
     return f"damaged: {type(err).__name__}: {err}"
+
+
+def is_not_an_image(err: Exception) -> bool:
+    """Whether :func:`load_image`'s error ``err`` says the bytes are no picture at all (rather than a
+    damaged one, or one too large)."""
+    return isinstance(err, UnidentifiedImageError)
+
+
+def is_too_large(err: Exception) -> bool:
+    """Whether :func:`load_image`'s error ``err`` refuses a picture for its size in pixels."""
+    return isinstance(err, (Image.DecompressionBombError, TooManyPixels))
 
 
 def _gray_on_black(picture: Image.Image) -> Image.Image:
@@ -159,6 +174,9 @@ def _gray_on_black(picture: Image.Image) -> Image.Image:
 
 
 def _border_is_light(gray: Image.Image) -> bool:
-    pixels = torch.frombuffer(bytearray(gray.tobytes()), dtype=torch.uint8).reshape(gray.height, gray.width).float()
-    border = torch.cat([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
-    return bool(border.mean() > 127.5)
+    """Whether the mean of the outermost rows and columns is above mid-gray (plain bytes: for a small
+    picture, torch's per-call overhead would cost more than the sums)."""
+    width = gray.width
+    data = gray.tobytes()
+    border = data[:width] + data[-width:] + data[::width] + data[width - 1 :: width]
+    return sum(border) > 127.5 * len(border)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import struct
 import zlib
+from contextlib import nullcontext
 from pathlib import Path
+from typing import BinaryIO
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by PNG colour type
@@ -32,9 +34,12 @@ def expected_bytes(width: int, height: int, bit_depth: int, colour_type: int, in
     )
 
 
-def png_shortfall(path: Path) -> str | None:
-    """Why ``path``'s image data does not fill its header's size, or None when it does (or it is no PNG)."""
-    with open(path, "rb") as handle:
+def png_shortfall(source: Path | BinaryIO) -> str | None:
+    """Why the image data of ``source`` (a file, or a seekable binary stream read from its start) does
+    not fill its header's size, or None when it does (or it is no PNG)."""
+    if not isinstance(source, Path):
+        source.seek(0)
+    with open(source, "rb") if isinstance(source, Path) else nullcontext(source) as handle:
         if handle.read(8) != SIGNATURE:
             return None
         inflater = zlib.decompressobj()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import http.client
+import importlib.util
 import io
 import os
 import shutil
@@ -290,6 +291,13 @@ def test_startup_errors_are_one_line_before_anything_listens(
         assert code == 2 and err.startswith("error: ") and words in err and err.count("\n") == 1, (name, err)
         with socket.socket() as probe:
             assert probe.connect_ex(("127.0.0.1", port)) != 0, f"something listens after: {name}"
+    find_spec = importlib.util.find_spec
+    with monkeypatch.context() as without_litserve:  # as where the serve extra is not installed
+        without_litserve.setattr(
+            importlib.util, "find_spec", lambda name, *a: None if name == "litserve" else find_spec(name, *a)
+        )
+        code, err = exit_of_main(["serve", f"--port={port}", f"--ckpt_path={trained_checkpoint}"], capsys)
+    assert code == 2 and err == "error: serve needs the optional extra: pip install '.[serve]' (litserve is missing)\n"
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", port))
         taken.listen()

@@ -36,7 +36,7 @@ HOSTS = {"127.0.0.1": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}  # where
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m fmnist_pl serve",
-        description=__doc__.split("\n\n")[0].split(": ", 1)[1],
+        description="Serve a trained checkpoint over HTTP (LitServe), with a page to try it.",
         epilog=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--fast_queue",
         action="store_true",
-        help="LitServe's ZeroMQ queues between the processes, not multiprocessing's",
+        help="LitServe's ZeroMQ for the workers' answers (requests still queue through multiprocessing)",
     )
     parser.add_argument(
         "--log_level",

@@ -15,8 +15,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= configs/dropout.yaml
 # Two workers: much of the suite waits on subprocesses and DDP start-up, so the 2 cores overlap it.
-# loadgroup: the tests of one served model (test_serve.py) share its server on one worker.
-PYTEST_ARGS ?= -n 2 --dist loadgroup
+PYTEST_ARGS ?= -n 2
 
 .PHONY: install data fit evaluate tensorboard distill serve test test-quick lint
 

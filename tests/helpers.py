@@ -150,18 +150,34 @@ def accuracy_on_test_split(ckpt: Path, data_dir: Path) -> float:
     return (predicted == labels.long()).double().mean().item()
 
 
+def scalar_events(run_dir: Path) -> dict[str, list[Any]]:
+    """Every scalar event in a run folder's own TensorBoard event files, by tag, a file after the
+    one written before it.
+
+    Files are taken in the order they were started (their first event's time), not by name as
+    TensorBoard's directory reader does: a test resumes a killed run in its own process, whose
+    file can be named within the same second as the killed one's and with a smaller process id.
+    """
+    files = sorted(
+        run_dir.glob("events.out.tfevents.*"), key=lambda f: next(iter(EventFileLoader(str(f)).Load())).wall_time
+    )
+    events: dict[str, list[Any]] = {}
+    for path in files:
+        accumulator = EventAccumulator(str(path))
+        accumulator.Reload()
+        for tag in accumulator.Tags()["scalars"]:
+            events.setdefault(tag, []).extend(accumulator.Scalars(tag))
+    return events
+
+
 def scalars(run_dir: Path) -> dict[str, list[float]]:
-    """Every scalar in a run folder's own TensorBoard event files, by tag."""
-    accumulator = EventAccumulator(str(run_dir))
-    accumulator.Reload()
-    return {tag: [event.value for event in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]}
+    """Every scalar in a run folder's own TensorBoard event files, by tag (:func:`scalar_events`)."""
+    return {tag: [event.value for event in events] for tag, events in scalar_events(run_dir).items()}
 
 
 def scalar_steps(run_dir: Path, tag: str) -> list[tuple[int, float]]:
     """(step, value) of every event of one scalar tag in a run folder's own event files."""
-    accumulator = EventAccumulator(str(run_dir))
-    accumulator.Reload()
-    return [(event.step, event.value) for event in accumulator.Scalars(tag)]
+    return [(event.step, event.value) for event in scalar_events(run_dir).get(tag, [])]
 
 
 def hparams_sessions(run_dir: Path) -> list[dict]:

@@ -31,10 +31,8 @@ from .helpers import exit_of_main, run_main
 from .serving import Server, free_port, running_server
 from .test_predict import read_csv
 
-# One server for the module's tests: keep them on one pytest-xdist worker (make test: --dist loadgroup).
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("serve")]
-
 PAYLOAD_MB = 1  # the shared server's --max_payload_mb
+TIMEOUT_S = 10  # and its --timeout
 
 
 @pytest.fixture(scope="module")
@@ -85,15 +83,19 @@ def served_checkpoint(trained_checkpoint: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def server(served_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory):
+    """One running service for the module's tests (each pytest-xdist worker that runs some starts its own)."""
     with running_server(
-        served_checkpoint, tmp_path_factory.mktemp("serve"), [f"--max_payload_mb={PAYLOAD_MB}"]
+        served_checkpoint,
+        tmp_path_factory.mktemp("serve"),
+        [f"--max_payload_mb={PAYLOAD_MB}", f"--timeout={TIMEOUT_S}", "--log_level=info"],
     ) as running:
         yield running
 
 
+@pytest.mark.slow
 def test_the_service_answers_as_predict_does(server: Server, pictures: Path, predicted: dict, served_checkpoint: Path):
     assert server.stderr[0] == f"serve: {served_checkpoint}\n"  # the checkpoint, named first
-    assert server.stdout[0].startswith(f"serving {server.url} ")
+    assert any(line.startswith(f"serving {server.url} (the page; ") for line in server.stdout)
     files = sorted(pictures.iterdir())
     assert len(files) == len(predicted) == 15
     digest = hashlib.sha256(served_checkpoint.read_bytes()).hexdigest()
@@ -122,6 +124,7 @@ def test_the_service_answers_as_predict_does(server: Server, pictures: Path, pre
         assert 1 <= answer["batch_size"] <= 32
 
 
+@pytest.mark.slow
 def test_health_info_docs_and_a_self_contained_page(server: Server, served_checkpoint: Path) -> None:
     assert server.request("GET", "/health") == (200, b"ok")
     status, info = server.request("GET", "/info")
@@ -155,6 +158,7 @@ def decompression_bomb() -> bytes:
     return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", rows) + _png_chunk(b"IEND", b"")
 
 
+@pytest.mark.slow
 def test_bad_input_gets_a_clear_4xx_and_the_service_keeps_serving(server: Server, pictures: Path) -> None:
     good = (pictures / "gray0.png").read_bytes()
     jpeg = (pictures / "photo13.jpg").read_bytes()
@@ -183,12 +187,18 @@ def test_bad_input_gets_a_clear_4xx_and_the_service_keeps_serving(server: Server
     assert status == 200 and Image.open(io.BytesIO(base64.b64decode(answer["image_png"]))).tobytes() == first_frame
 
 
+@pytest.mark.slow
 def test_a_killed_worker_is_restarted_and_answers_again(server: Server, pictures: Path) -> None:
     (worker,) = server.worker_pids()
     os.kill(worker, signal.SIGKILL)
     started = time.monotonic()
-    status, _ = server.predict((pictures / "gray1.png").read_bytes())
-    assert status == 200 and time.monotonic() - started < 20
+    statuses = []
+    while time.monotonic() - started < 3 * TIMEOUT_S:
+        statuses.append(server.predict((pictures / "gray1.png").read_bytes())[0])
+        if statuses[-1] == 200:
+            break
+    # A request the dying worker was taking from the queue is lost inside LitServe: a 504 after --timeout.
+    assert statuses[-1] == 200 and set(statuses) <= {200, 504}, (statuses, "".join(server.stdout[-20:]))
     assert server.worker_pids() and worker not in server.worker_pids()
 
 
@@ -200,6 +210,7 @@ DROPPED_FILE = """(data) => {
 }"""
 
 
+@pytest.mark.slow
 def test_the_page_in_a_real_browser(server: Server, pictures: Path, predicted: dict, tmp_path: Path) -> None:
     chromium = shutil.which("chromium")
     if chromium is None:
@@ -237,6 +248,7 @@ def test_the_page_in_a_real_browser(server: Server, pictures: Path, predicted: d
         shutil.copyfile(tmp_path / "page.png", os.environ["FMNIST_PAGE_SCREENSHOT"])
 
 
+@pytest.mark.slow
 def test_api_key_then_sigterm_during_a_burst(trained_checkpoint: Path, pictures: Path, tmp_path: Path) -> None:
     good = (pictures / "gray2.png").read_bytes()
     key = {"X-API-Key": "s3cret"}

@@ -10,11 +10,13 @@ LitServe release that moves one breaks it in one file, with a clear error.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import litserve as ls
+from fastapi import HTTPException
 
 try:
     from litserve.server import RegularRequestHandler
@@ -22,13 +24,24 @@ except ImportError as err:  # pragma: no cover - only with another LitServe
     raise ImportError(f"this LitServe ({ls.__version__}) has no litserve.server.RegularRequestHandler: {err}") from err
 
 
-def queue_for_workers(server: ls.LitServer, api: ls.LitAPI) -> Callable[[dict[str, Any]], Awaitable[Any]]:
-    """An async function that sends one payload to ``api``'s inference workers and returns their answer
-    (raising LitServe's ``HTTPException`` for a timeout or a worker's error)."""
+def queue_for_workers(
+    server: ls.LitServer, api: ls.LitAPI, deadline_s: float
+) -> Callable[[dict[str, Any]], Awaitable[Any]]:
+    """An async function that sends one payload to ``api``'s inference workers and returns their answer,
+    raising ``HTTPException``: LitServe's for a worker's error or a request that waited too long in the
+    queue, and 504 when no answer came within ``deadline_s``.
+
+    LitServe's handler waits for the answer without a limit, and an answer can be lost: the request a
+    worker was taking from the queue when it was killed, or every request while no worker runs. The
+    deadline turns that into a 504 rather than a connection held open forever.
+    """
     handler = RegularRequestHandler(api, server)
 
     async def send(payload: dict[str, Any]) -> Any:
-        return await handler.handle_request(payload, dict)
+        try:
+            return await asyncio.wait_for(handler.handle_request(payload, dict), deadline_s)
+        except asyncio.TimeoutError:
+            raise HTTPException(504, f"no inference worker answered within {deadline_s:g} s (--timeout)") from None
 
     return send
 

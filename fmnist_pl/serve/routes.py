@@ -29,11 +29,12 @@ def install_routes(
     server: ls.LitServer, api: ls.LitAPI, identity: dict[str, Any], examples: list[dict[str, Any]]
 ) -> None:
     """Put the page, ``POST /predict`` and ``GET /examples`` on ``server.app`` in place of LitServe's
-    ``GET /`` (a line of text) and its ``POST /predict``; ``/health``, ``/info`` and ``/docs`` stay LitServe's."""
+    ``GET /`` (a line of text) and its ``POST /predict``; ``/health``, ``/info`` and ``/docs`` stay LitServe's.
+    A prediction not answered within the server's ``timeout`` is a 504."""
     app = server.app
     _drop_routes(app, {("/", "GET"), (api.api_path, "POST")})
     authorized = [Depends(server.setup_auth())]  # LitServe's API key check (LIT_SERVER_API_KEY), or none
-    to_workers = queue_for_workers(server, api)
+    to_workers = queue_for_workers(server, api, deadline_s=server.timeout)
     page = resources.files(__package__).joinpath(PAGE).read_bytes()
 
     @app.get("/", include_in_schema=False)

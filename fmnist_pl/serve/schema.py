@@ -50,6 +50,7 @@ PREDICT_ERRORS = {
     413: {"model": Problem, "description": "A body over --max_payload_mb, or a picture of too many pixels"},
     415: {"model": Problem, "description": f"Not an image: send a {FORMATS} file"},
     422: {"model": Problem, "description": "A damaged or truncated picture"},
+    504: {"model": Problem, "description": "No inference worker answered within --timeout"},
 }
 
 PREDICT_BODY = {

@@ -16,10 +16,9 @@ import time
 from pathlib import Path
 
 import torch
-from PIL import Image
+from png_files import write_test_pngs
 
 from fmnist_pl.cli import main as fmnist_pl
-from fmnist_pl.data.files import ensure_files, local_source_dirs, read_split
 
 
 def images_per_second(ckpt: str, data_dir: str, out_dir: str, extra: list[str], count: int) -> float:
@@ -46,12 +45,9 @@ def main() -> None:
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--files", type=int, default=1000, help="PNG files to write and predict")
     args = parser.parse_args()
-    folder = ensure_files(args.data_dir, local_source_dirs(), download=True)
     with tempfile.TemporaryDirectory() as tmp:
         pngs = Path(tmp) / "pngs"
-        pngs.mkdir()
-        for i, image in enumerate(read_split(folder, "test")[0][: args.files]):
-            Image.fromarray(image.numpy()).save(pngs / f"{i:04d}.png")
+        write_test_pngs(args.data_dir, pngs, args.files)
         dataset = images_per_second(args.ckpt_path, args.data_dir, tmp, [], 10_000)
         files = images_per_second(args.ckpt_path, args.data_dir, tmp, [f"--data.predict_path={pngs}"], args.files)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")

@@ -37,10 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from PIL import Image
-
-from fmnist_pl.cli import main as fmnist_pl
-from fmnist_pl.data.files import ensure_files, local_source_dirs, read_split
+from png_files import write_test_pngs
+from predict_throughput import images_per_second
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = {
@@ -149,26 +147,11 @@ def stop(process: subprocess.Popen) -> None:
         process.kill()
 
 
-def predict_rate(ckpt: str, folder: Path, out: Path) -> tuple[float, dict[str, dict[str, str]]]:
+def predict_rate(ckpt: str, data_dir: str, folder: Path, out: Path) -> tuple[float, dict[str, dict[str, str]]]:
     """``predict``'s images/s over the files (in this process), and its CSV rows by file name."""
-    count = len(list(folder.iterdir()))
-    started = time.perf_counter()
-    fmnist_pl(
-        [
-            "predict",
-            f"--ckpt_path={ckpt}",
-            f"--data.predict_path={folder}",
-            "--trainer.enable_progress_bar=false",
-            "--trainer.enable_model_summary=false",
-            "--trainer.logger=false",
-            f"--trainer.default_root_dir={out}",
-            f"--predictions.output={out / 'predictions.csv'}",
-        ]
-    )
-    seconds = time.perf_counter() - started
+    rate = images_per_second(ckpt, data_dir, str(out), [f"--data.predict_path={folder}"], len(list(folder.iterdir())))
     with open(out / "predictions.csv", newline="", encoding="utf-8") as handle:
-        rows = {Path(row["path"]).name: row for row in csv.DictReader(handle)}
-    return count / seconds, rows
+        return rate, {Path(row["path"]).name: row for row in csv.DictReader(handle)}
 
 
 def compare_with_predict(port: int, folder: Path, rows: dict[str, dict[str, str]]) -> tuple[int, int, float]:
@@ -204,16 +187,12 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,8,32", help="comma-separated (default: 1,8,32)")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
     args = parser.parse_args()
-    sys.argv = sys.argv[:1]  # predict's LightningCLI gets its arguments from predict_rate alone
+    sys.argv = sys.argv[:1]  # predict's LightningCLI gets its arguments from images_per_second alone
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     variants = args.variants.split(",")
-    folder = ensure_files(args.data_dir, local_source_dirs(), download=True)
     with tempfile.TemporaryDirectory() as tmp:
         pngs = Path(tmp) / "pngs"
-        pngs.mkdir()
-        for i, image in enumerate(read_split(folder, "test")[0][: args.images]):
-            Image.fromarray(image.numpy()).save(pngs / f"{i:04d}.png")
-        bodies = [path.read_bytes() for path in sorted(pngs.iterdir())]
+        bodies = [path.read_bytes() for path in write_test_pngs(args.data_dir, pngs, args.images)]
         loads: dict[tuple[str, int], Load] = {}
         same = None
         for variant in variants:
@@ -224,7 +203,7 @@ def main() -> None:
                 for concurrency in concurrencies:
                     loads[variant, concurrency] = run_load(port, bodies, args.requests, concurrency)
                 if variant == "serve":
-                    images_per_s, rows = predict_rate(args.ckpt_path, pngs, Path(tmp))
+                    images_per_s, rows = predict_rate(args.ckpt_path, args.data_dir, pngs, Path(tmp))
                     same = compare_with_predict(port, pngs, rows)
             finally:
                 stop(process)

@@ -166,7 +166,6 @@ def serve(args: argparse.Namespace, path: Path, checkpoint: dict[str, Any], netw
 
     from fmnist_pl.serve import model_card
     from fmnist_pl.serve.api import FashionAPI
-    from fmnist_pl.serve.litserve_internals import request_shutdown
     from fmnist_pl.serve.routes import install_routes
 
     examples, no_examples = model_card.examples(checkpoint)
@@ -187,9 +186,9 @@ def serve(args: argparse.Namespace, path: Path, checkpoint: dict[str, Any], netw
     install_routes(server, api, model_card.identity(path, checkpoint), examples)
     # LitServe's default is one HTTP process an inference worker. Each queues its requests through a
     # multiprocessing manager, one round trip at a time, which keeps a single one from using a core:
-    # two serve 1.7x the requests of one on 2 CPU cores (benchmarks/serve_throughput.py).
+    # two served 1.65x the requests of one on 2 CPU cores (917 against 555 a second, benchmarks/serve_throughput.py).
     api_servers = args.api_servers or max(MIN_API_SERVERS, len(server.devices) * args.workers_per_device)
-    _stop_gracefully_on(signal.SIGTERM, signal.SIGINT, server=server, request_shutdown=request_shutdown)
+    _stop_gracefully_on(server, signal.SIGTERM, signal.SIGINT)
     display = f"[{args.host}]" if ":" in args.host else args.host
     asked = f"[{HOSTS[args.host]}]" if ":" in args.host else HOSTS[args.host]
     _announce_when_ready(f"http://{display}:{args.port}/", f"http://{asked}:{args.port}/health")
@@ -207,13 +206,15 @@ def serve(args: argparse.Namespace, path: Path, checkpoint: dict[str, Any], netw
     print("serve: stopped", file=sys.stderr)
 
 
-def _stop_gracefully_on(*signals: signal.Signals, server: Any, request_shutdown: Any) -> None:
+def _stop_gracefully_on(server: Any, *signals: signal.Signals) -> None:
     """SIGTERM and Ctrl-C shut the service down as LitServe's ``/shutdown`` route would.
 
     The HTTP servers are forked from this process and inherit the handler: uvicorn replaces it while
     it serves (its own graceful stop), then raises the signal again once it has drained, and the
     handler then lets that process end quietly.
     """
+    from fmnist_pl.serve.litserve_internals import request_shutdown
+
     owner = os.getpid()
 
     def stop(signum: int, frame: Any) -> None:

@@ -10,7 +10,8 @@ Each variant is a server of its own on a free loopback port (started, warmed up,
 - ``floor``: ``benchmarks/serve_floor.py``, the smallest FastAPI/uvicorn endpoint doing the same
   decode and forward in one process, one request at a time.
 The load is a fixed number of POSTs of PNG test images at each concurrency, from keep-alive
-connections driven by one asyncio client in this process. ``predict`` runs over the same files in
+connections driven by one asyncio client in this process; with ``--rounds R`` each variant runs R
+times, the variants taking turns, and the medians are printed. ``predict`` runs over the same files in
 this process (images/s, imports excluded). Last, every file is sent to ``serve`` once and its answer
 compared with ``predict``'s CSV.
 
@@ -27,6 +28,7 @@ import os
 import re
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -170,12 +172,20 @@ def compare_with_predict(port: int, folder: Path, rows: dict[str, dict[str, str]
     return same, len(rows), gap
 
 
-def batches(load: Load) -> str:
-    if not load.batch_sizes:
+def rate(rounds: list[Load]) -> float:
+    return statistics.median(load.rate for load in rounds)
+
+
+def p(rounds: list[Load], q: float) -> float:
+    return statistics.median(load.percentile(q) for load in rounds)
+
+
+def batches(rounds: list[Load]) -> str:
+    sizes = sum((load.batch_sizes for load in rounds), Counter())
+    if not sizes:
         return "-"
-    total = sum(load.batch_sizes.values())
-    mean = sum(size * count for size, count in load.batch_sizes.items()) / total
-    return f"{mean:.1f} / {max(load.batch_sizes)}"
+    mean = sum(size * count for size, count in sizes.items()) / sum(sizes.values())
+    return f"{mean:.1f} / {max(sizes)}"
 
 
 def main() -> None:
@@ -186,6 +196,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=200, help="test images written as PNG files (default: 200)")
     parser.add_argument("--concurrency", default="1,8,32", help="comma-separated (default: 1,8,32)")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="each variant this many times, interleaved; medians printed (default: 1)"
+    )
     args = parser.parse_args()
     sys.argv = sys.argv[:1]  # predict's LightningCLI gets its arguments from images_per_second alone
     concurrencies = [int(c) for c in args.concurrency.split(",")]
@@ -193,37 +206,42 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         pngs = Path(tmp) / "pngs"
         bodies = [path.read_bytes() for path in write_test_pngs(args.data_dir, pngs, args.images)]
-        loads: dict[tuple[str, int], Load] = {}
+        loads: dict[tuple[str, int], list[Load]] = {}
         same = None
-        for variant in variants:
+        for variant in [variant for _ in range(args.rounds) for variant in variants]:
             port = free_port()
             process = start(variant, args.ckpt_path, port)
             try:
                 run_load(port, bodies, min(200, args.requests), max(concurrencies))  # warm-up
                 for concurrency in concurrencies:
-                    loads[variant, concurrency] = run_load(port, bodies, args.requests, concurrency)
-                if variant == "serve":
+                    loads.setdefault((variant, concurrency), []).append(
+                        run_load(port, bodies, args.requests, concurrency)
+                    )
+                if variant == "serve" and same is None:
                     images_per_s, rows = predict_rate(args.ckpt_path, args.data_dir, pngs, Path(tmp))
                     same = compare_with_predict(port, pngs, rows)
             finally:
                 stop(process)
-    print(f"{os.cpu_count()} CPU cores, torch {torch.__version__}; {args.requests} requests a load, PNG test images")
+    print(
+        f"{os.cpu_count()} CPU cores, torch {torch.__version__}; {args.requests} requests a load, PNG test images; "
+        f"medians of {args.rounds} round(s)"
+    )
     header = f"{'variant':<18} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}  batch mean / max"
     print(header)
-    for (variant, concurrency), load in loads.items():
-        errors = sum(load.errors.values())
+    for (variant, concurrency), rounds in loads.items():
+        errors = sum(sum(load.errors.values()) for load in rounds)
         print(
-            f"{variant:<18} {concurrency:>4} {load.rate:>8.0f} {load.percentile(0.5):>8.2f} "
-            f"{load.percentile(0.99):>8.2f} {errors:>6}  {batches(load)}"
+            f"{variant:<18} {concurrency:>4} {rate(rounds):>8.0f} {p(rounds, 0.5):>8.2f} "
+            f"{p(rounds, 0.99):>8.2f} {errors:>6}  {batches(rounds)}"
         )
     for variant in variants:
         if variant == "floor" or "floor" not in variants:
             continue
         for concurrency in concurrencies:
-            load, floor = loads[variant, concurrency], loads["floor", concurrency]
+            rounds, floor = loads[variant, concurrency], loads["floor", concurrency]
             print(
-                f"{variant} vs floor at concurrency {concurrency}: {load.rate / floor.rate:.2f}x req/s, "
-                f"p99 {load.percentile(0.99) / floor.percentile(0.99):.2f}x"
+                f"{variant} vs floor at concurrency {concurrency}: {rate(rounds) / rate(floor):.2f}x req/s, "
+                f"p99 {p(rounds, 0.99) / p(floor, 0.99):.2f}x"
             )
     if same is not None:
         print(

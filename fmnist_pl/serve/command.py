@@ -186,7 +186,7 @@ def serve(args: argparse.Namespace, path: Path, checkpoint: dict[str, Any], netw
     install_routes(server, api, model_card.identity(path, checkpoint), examples)
     # LitServe's default is one HTTP process an inference worker. Each queues its requests through a
     # multiprocessing manager, one round trip at a time, which keeps a single one from using a core:
-    # two served 1.65x the requests of one on 2 CPU cores (917 against 555 a second, benchmarks/serve_throughput.py).
+    # two served 1.1-1.65x the requests of one on 2 CPU cores (benchmarks/serve_throughput.py, docs/serving.md).
     api_servers = args.api_servers or max(MIN_API_SERVERS, len(server.devices) * args.workers_per_device)
     _stop_gracefully_on(server, signal.SIGTERM, signal.SIGINT)
     display = f"[{args.host}]" if ":" in args.host else args.host

@@ -261,3 +261,23 @@ def test_the_serve_benchmark_runs_at_its_smallest_size(
         assert float(row[2]) > 0 and float(row[4]) >= float(row[3]) > 0 and row[5] == "0", row  # no errors
     assert "serve vs floor at concurrency 4: " in out
     assert "serve vs predict's CSV: same class on 10/10 files" in out
+
+
+def test_lint_covers_every_source_file_and_skips_only_the_top_level_data_and_runs(tmp_path: Path) -> None:
+    # A copy of the tree with a data folder and a run folder at the top, as after `make fit`.
+    clone = tmp_path / "clone"
+    shutil.copytree(
+        REPO, clone, ignore=shutil.ignore_patterns(".venv", ".git", "lightning_logs", "data", "__pycache__")
+    )
+    for folder in ("data", "lightning_logs"):
+        (clone / folder).mkdir()
+        (clone / folder / "stray.py").write_text("import os\n")
+    listed = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--show-files", "."], cwd=clone, capture_output=True, text=True
+    )
+    checked = {Path(line).relative_to(clone) for line in listed.stdout.split()}
+    sources = {
+        path.relative_to(clone) for top in ("fmnist_pl", "tests", "benchmarks") for path in (clone / top).rglob("*.py")
+    }
+    assert sources <= checked, sorted(sources - checked)  # fmnist_pl/data/ included
+    assert not {path for path in checked if path.parts[0] in ("data", "lightning_logs")}

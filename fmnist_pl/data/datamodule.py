@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from lightning.pytorch import LightningDataModule
@@ -235,8 +235,9 @@ class FashionMNISTDataModule(LightningDataModule):
             generator=torch.Generator().manual_seed(self.data_seed),
         )
 
-
-    def cache_teacher_scores(self, score: Callable[[torch.Tensor], torch.Tensor], mirror_invariant: bool = False) -> bool:
+    def cache_teacher_scores(
+        self, score: Callable[[torch.Tensor], torch.Tensor], mirror_invariant: bool = False
+    ) -> bool:
         """Score every training image, and its mirror image when flips are on (unless the teacher is
         ``mirror_invariant``), once with ``score`` (uint8 images ``(N, 28, 28)`` -> logits), and hand
         each training batch its images' scores.

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import torch
 from torch.utils.data import DataLoader
 
+
 class EpochSampler:
     """The indices one process visits in one epoch, like ``DistributedSampler``.
 

@@ -52,7 +52,10 @@ TRAIN_LABELS = IdxFile("train-labels-idx1-ubyte", "9018921c3c673c538a1fc5bad174d
 TEST_IMAGES = IdxFile("t10k-images-idx3-ubyte", "8181f5470baa50b63fa0f6fddb340f0a")
 TEST_LABELS = IdxFile("t10k-labels-idx1-ubyte", "15d484375f8d13e6eb1aabb0c3f46965")
 FASHION_MNIST_FILES: tuple[IdxFile, ...] = (TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS)
-SPLIT_FILES: dict[str, tuple[IdxFile, IdxFile]] = {"train": (TRAIN_IMAGES, TRAIN_LABELS), "test": (TEST_IMAGES, TEST_LABELS)}
+SPLIT_FILES: dict[str, tuple[IdxFile, IdxFile]] = {
+    "train": (TRAIN_IMAGES, TRAIN_LABELS),
+    "test": (TEST_IMAGES, TEST_LABELS),
+}
 
 _FIX_LOCAL = "Delete it and run again to extract a fresh copy"
 _FIX_SOURCE = "Replace it with a good copy (e.g. `apt-get install --reinstall dataset-fashion-mnist`)"

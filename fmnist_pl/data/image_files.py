@@ -18,9 +18,9 @@ import torch
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from PIL import Image, ImageChops, UnidentifiedImageError
 
-from fmnist_pl.fashion_mnist import IMAGE_SHAPE, to_unit
 from fmnist_pl.data.png_check import png_shortfall
 from fmnist_pl.errors import DataError
+from fmnist_pl.fashion_mnist import IMAGE_SHAPE, to_unit
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 Invert = Literal["auto", "true", "false"]
@@ -50,7 +50,9 @@ def find_images(spec: str) -> tuple[list[Path], list[Skipped]]:
         found = [Path(top) / name for top, _, names in os.walk(path) for name in names]
         candidates = sorted(p for p in found if p.suffix.lower() in IMAGE_SUFFIXES)
         if not candidates:
-            raise DataError(f"--data.predict_path {spec}: the folder holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+            raise DataError(
+                f"--data.predict_path {spec}: the folder holds no image files ({', '.join(IMAGE_SUFFIXES)})"
+            )
         return _sort_out(candidates, inside=path.resolve())
     if glob.has_magic(spec):
         candidates = sorted(Path(p) for p in glob.glob(spec, recursive=True) if not Path(p).is_dir())
@@ -82,10 +84,11 @@ def _sort_out(candidates: list[Path], inside: Path | None) -> tuple[list[Path], 
 def load_image(source: Path | BinaryIO, invert: Invert = "auto") -> torch.Tensor:
     """Read any PNG/JPEG/BMP/GIF/WebP (gray, RGB or RGBA) as a ``(1, 28, 28)`` float tensor in [0, 1].
 
-    ``source`` is a file or a seekable binary stream (a served request's bytes). Transparency is composited on black; the picture is turned to grayscale, inverted when asked
-    (or, with ``auto``, when its border is mostly light), then scaled so its longer side is 28
-    pixels and centred on a black 28x28 canvas. Raises ``UnreadableImage`` for a picture over
-    ``MAX_PIXELS`` (before decoding it) or a PNG whose data is shorter than its header says.
+    ``source`` is a file or a seekable binary stream (a served request's bytes). Transparency is
+    composited on black; the picture is turned to grayscale, inverted when asked (or, with ``auto``,
+    when its border is mostly light), then scaled so its longer side is 28 pixels and centred on a
+    black 28x28 canvas. Raises ``TooManyPixels`` for a picture over ``MAX_PIXELS`` (before decoding
+    it), ``UnreadableImage`` for a PNG whose data is shorter than its header says.
     """
     with Image.open(source) as opened:
         if opened.width * opened.height > MAX_PIXELS:

@@ -29,9 +29,7 @@ def expected_bytes(width: int, height: int, bit_depth: int, colour_type: int, in
 
     if not interlaced:
         return rows(width, height)
-    return sum(
-        rows(max(0, (width - x + dx - 1) // dx), max(0, (height - y + dy - 1) // dy)) for x, y, dx, dy in ADAM7
-    )
+    return sum(rows(max(0, (width - x + dx - 1) // dx), max(0, (height - y + dy - 1) // dy)) for x, y, dx, dy in ADAM7)
 
 
 def png_shortfall(source: Path | BinaryIO) -> str | None:

@@ -39,7 +39,14 @@ from fmnist_pl.model import MLP
 from fmnist_pl.module import FashionClassifier
 from fmnist_pl.runs import claim_evaluation_folder, claim_run_folder, newest_checkpoint, run_folder_of, runs_folder
 from fmnist_pl.speed import QuietProfiler
-from fmnist_pl.usage import closest_option, missing_config, next_steps, option_before_subcommand, quiet_unactionable
+from fmnist_pl.usage import (
+    closest_option,
+    missing_config,
+    next_steps,
+    option_before_subcommand,
+    quiet_unactionable,
+    unknown_command,
+)
 
 # "last" and "best" are resolved here among the earlier runs: in a new process Lightning would look
 # only in the new run's empty folder (last) or fail (best). "hpc" stays Lightning's.
@@ -349,6 +356,7 @@ def main(args: ArgsType = None) -> FashionCLI | None:
     argv = list(sys.argv[1:] if args is None else args)
     try:
         option_before_subcommand(argv, COMMANDS)
+        unknown_command(argv, COMMANDS)
         if argv[:1] != ["sweep"]:  # a sweep file is the sweep's own --config
             missing_config(argv)
         quiet_unactionable(None)

@@ -83,6 +83,19 @@ def option_before_subcommand(argv: list[str], commands: tuple[str, ...]) -> None
     )
 
 
+def unknown_command(argv: list[str], commands: tuple[str, ...]) -> None:
+    """Raise ``ConfigError`` listing every command (LightningCLI's own message names only its four)
+    when none is given or the first word is not one; ``--help`` and options go on to the parser."""
+    if argv and (argv[0].startswith("-") or argv[0] in commands):
+        return
+    listed = ", ".join(commands)
+    if not argv:
+        raise ConfigError(f"give a command: {listed} (`python -m fmnist_pl --help` says what each does)")
+    close = difflib.get_close_matches(argv[0], commands, n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    raise ConfigError(f"unknown command {argv[0]!r}; {hint}the commands are {listed} (`python -m fmnist_pl --help`)")
+
+
 def next_steps(trainer: Any) -> str:
     """Where a finished fit's run went, and the commands that evaluate it and show its curves."""
     # The logger's own folder (Trainer.log_dir would be a collective under DDP; this runs on rank 0 only).

@@ -373,3 +373,14 @@ def test_an_option_before_the_subcommand_is_named_as_typed(
         "error: --config comes before the subcommand fit: options, --config included, go after it, "
         "as in `python -m fmnist_pl fit --config configs/dropout.yaml --trainer.max_epochs=1`"
     )
+
+
+def test_a_missing_or_unknown_command_lists_every_command(capsys: pytest.CaptureFixture) -> None:
+    every = "fit, validate, test, predict, show, export, sweep, serve"
+    code, err = exit_of_main([], capsys)
+    assert code == 2 and err == f"error: give a command: {every} (`python -m fmnist_pl --help` says what each does)\n"
+    code, err = exit_of_main(["exprot", "--ckpt_path=x.ckpt"], capsys)
+    assert code == 2 and err == (
+        "error: unknown command 'exprot'; did you mean export? "
+        f"the commands are {every} (`python -m fmnist_pl --help`)\n"
+    )

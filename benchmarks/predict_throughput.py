@@ -11,6 +11,7 @@ converting and fitting each file), the forward passes and writing the CSV.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -45,6 +46,7 @@ def main() -> None:
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--files", type=int, default=1000, help="PNG files to write and predict")
     args = parser.parse_args()
+    sys.argv = sys.argv[:1]  # predict's LightningCLI gets its arguments from images_per_second alone
     with tempfile.TemporaryDirectory() as tmp:
         pngs = Path(tmp) / "pngs"
         write_test_pngs(args.data_dir, pngs, args.files)

@@ -9,6 +9,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,15 @@ import pytest
 from fmnist_pl.data.files import ENV_VAR, FASHION_MNIST_FILES, ensure_files, raw_dir
 
 from .helpers import REPO, SMALL_RUN, real_source_dir
+
+
+@pytest.fixture(scope="session", autouse=True)
+def command_line_of_its_own() -> Iterator[None]:
+    """The CLI run in-process sees only the arguments a test gives it, as ``python -m fmnist_pl ARGS``
+    would: pytest's own stay out of ``sys.argv`` (LightningCLI warns when it finds both)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "argv", sys.argv[:1])
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -209,9 +209,11 @@ def serve(args: argparse.Namespace, path: Path, checkpoint: dict[str, Any], netw
 def _stop_gracefully_on(server: Any, *signals: signal.Signals) -> None:
     """SIGTERM and Ctrl-C shut the service down as LitServe's ``/shutdown`` route would.
 
-    The HTTP servers are forked from this process and inherit the handler: uvicorn replaces it while
-    it serves (its own graceful stop), then raises the signal again once it has drained, and the
-    handler then lets that process end quietly.
+    LitServe's other processes are forked from this one and inherit the handler, where it does
+    nothing: a signal sent to all of them at once (Ctrl-C, ``systemctl stop``, ``pkill``) must not
+    stop the queue manager under requests still in flight, and uvicorn replaces the handler in the
+    HTTP servers while they serve (its own graceful stop), then raises the signal again once they
+    have drained, after which they end by themselves. This process then stops them in order.
     """
     from fmnist_pl.serve.litserve_internals import request_shutdown
 
@@ -219,7 +221,7 @@ def _stop_gracefully_on(server: Any, *signals: signal.Signals) -> None:
 
     def stop(signum: int, frame: Any) -> None:
         if os.getpid() != owner:
-            raise SystemExit(0)
+            return
         if not request_shutdown(server):
             raise KeyboardInterrupt  # still starting: nothing to drain
 

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from itertools import islice
 from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 from torchvision.transforms import functional as TF
 
+from fmnist_pl.data.augmentations import Augmentations, shift_images
 from fmnist_pl.data.datamodule import FashionMNISTDataModule
-from fmnist_pl.data.device_loader import DeviceLoader, shift_images
+from fmnist_pl.data.device_loader import DeviceLoader
 from fmnist_pl.data.epochs import EpochSampler
 from fmnist_pl.fashion_mnist import Normalization
 
@@ -78,7 +79,7 @@ def test_evaluation_shards_cover_every_index_once(size: int, world_size: int) ->
 def test_flip_about_half_the_images_and_depends_on_seed_and_epoch() -> None:
     images = numbered_images(2000)
     order = EpochSampler(2000, shuffle=False, seed=11)
-    loader = DeviceLoader(images, torch.arange(2000), order, batch_size=100, flip=True)
+    loader = DeviceLoader(images, torch.arange(2000), order, batch_size=100, augmentations=Augmentations.of(flip=True))
 
     def flipped_mask() -> torch.Tensor:
         batches = torch.cat([batch for batch, _ in loader])
@@ -96,7 +97,9 @@ def test_flip_about_half_the_images_and_depends_on_seed_and_epoch() -> None:
 
 def test_no_global_random_state_is_consumed() -> None:
     order = EpochSampler(300, shuffle=True, seed=1)
-    loader = DeviceLoader(numbered_images(300), torch.arange(300), order, batch_size=64, flip=True)
+    loader = DeviceLoader(
+        numbered_images(300), torch.arange(300), order, batch_size=64, augmentations=Augmentations.of(flip=True)
+    )
     torch.manual_seed(123)
     before = torch.get_rng_state()
     visited(loader)
@@ -113,9 +116,12 @@ def test_normalization_and_shape() -> None:
     torch.testing.assert_close(batch, (images[:4, None].float() / 255 - 0.25) / 0.5)
 
 
-def both_paths(real_data_dir: Path, **kwargs) -> tuple[FashionMNISTDataModule, FashionMNISTDataModule]:
-    modules = []
-    for loader in ("tensor", "torchvision"):
+def both_paths(
+    real_data_dir: Path, tensor: bool = True, **kwargs
+) -> tuple[FashionMNISTDataModule | None, FashionMNISTDataModule]:
+    """The tensor and torchvision paths' data modules, set up alike (the first None without ``tensor``)."""
+    modules: list[FashionMNISTDataModule | None] = [None] if not tensor else []
+    for loader in ("tensor", "torchvision")[0 if tensor else 1 :]:
         data = FashionMNISTDataModule(data_dir=str(real_data_dir), download=False, loader=loader, **kwargs)
         data.prepare_data()
         data.setup("fit")
@@ -158,7 +164,7 @@ def test_shift_equals_padding_then_cropping() -> None:
 def test_shift_moves_training_images_by_every_offset_within_the_limit() -> None:
     images = torch.randint(1, 256, (2000, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
     order = EpochSampler(2000, shuffle=False, seed=3)
-    loader = DeviceLoader(images, torch.arange(2000), order, batch_size=500, shift=2)
+    loader = DeviceLoader(images, torch.arange(2000), order, batch_size=500, augmentations=Augmentations.of(shift=2))
     state = torch.get_rng_state()
     batches = list(loader)
     assert torch.equal(torch.get_rng_state(), state)  # its own generator, like the flips
@@ -184,22 +190,13 @@ def test_shift_moves_training_images_by_every_offset_within_the_limit() -> None:
     assert not torch.equal(next(iter(loader))[0], batches[0][0])
 
 
-def test_torchvision_path_shifts_training_images_only() -> None:
-    data = FashionMNISTDataModule(shift=2, normalize=False)
-    pixels = torch.zeros(28, 28, dtype=torch.uint8)
-    pixels[10, 10] = 255
-    picture = Image.fromarray(pixels.numpy())
-    assert torch.equal(data.eval_transform()(picture)[0], pixels.float() / 255)
-    moved = {tuple(data.train_transform()(picture)[0].nonzero()[0].tolist()) for _ in range(300)}
-    # The one bright pixel lands within 2 pixels of where it was, in each direction.
-    assert moved <= {(row, col) for row in range(8, 13) for col in range(8, 13)} and len(moved) > 15
-
-
 def test_a_resumed_epoch_yields_the_rest_of_the_epoch_with_the_same_augmentations() -> None:
     images, labels = numbered_images(1000), torch.arange(1000)
     whole_order, resumed_order = EpochSampler(1000, True, seed=3), EpochSampler(1000, True, seed=3)
-    whole = DeviceLoader(images, labels, whole_order, batch_size=64, flip=True, shift=2)
-    resumed = DeviceLoader(images, labels, resumed_order, batch_size=64, flip=True, shift=2)
+    whole = DeviceLoader(images, labels, whole_order, batch_size=64, augmentations=Augmentations.of(flip=True, shift=2))
+    resumed = DeviceLoader(
+        images, labels, resumed_order, batch_size=64, augmentations=Augmentations.of(flip=True, shift=2)
+    )
     whole_order.set_epoch(2)
     resumed_order.resume_at(2, 5 * 64)
     assert len(resumed) == len(whole) == 16  # Lightning counts the resumed epoch's batches on from 5
@@ -213,37 +210,62 @@ def test_a_resumed_epoch_yields_the_rest_of_the_epoch_with_the_same_augmentation
     assert visited(resumed) == visited(whole)  # the next epoch is whole again
 
 
-def test_torchvision_path_flips_depend_on_seed_epoch_and_batch_not_on_the_global_generator() -> None:
-    from torch.utils.data import DataLoader, TensorDataset
-    from torchvision import transforms
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_both_paths_give_identical_augmented_training_batches(real_data_dir: Path, shuffle: bool) -> None:
+    fast, classic = both_paths(real_data_dir, shuffle=shuffle, flip=True, shift=2, seed=7, batch_size=256)
+    for epoch in (0, 1):
+        fast_loader, classic_loader = fast.train_dataloader(), classic.train_dataloader()
+        fast_loader.sampler.set_epoch(epoch)
+        classic_loader.sampler.set_epoch(epoch)
+        for (fx, fy), (cx, cy) in zip(islice(fast_loader, 12), islice(classic_loader, 12), strict=True):
+            assert torch.equal(fy, cy)
+            assert torch.equal(fx, cx)
+    plain = both_paths(real_data_dir, shuffle=shuffle, seed=7, batch_size=256)[0]
+    assert not torch.equal(next(iter(plain.train_dataloader()))[0], next(iter(fast.train_dataloader()))[0])
 
-    from fmnist_pl.data.seeded_augmentation import SeededAugmentation
 
-    class Flipped(TensorDataset):
-        def __getitem__(self, index: int):
-            image, label = super().__getitem__(index)
-            return transforms.RandomHorizontalFlip()(image), label
-
-    data = Flipped(numbered_images(256).float(), torch.arange(256))
-
-    def epoch(seed: int, epoch: int, resume: int = 0) -> list[torch.Tensor]:
-        order = EpochSampler(256, True, seed, keyed=True)
-        order.set_epoch(epoch)
-        if resume:
-            order.resume_at(epoch, resume)
-        loader = DataLoader(
-            SeededAugmentation(data, seed), batch_size=32, sampler=order, generator=torch.Generator().manual_seed(0)
-        )
-        torch.manual_seed(len(str(resume)) * 1000 + epoch)  # the global state differs from call to call
+def test_the_torchvision_paths_augmentations_depend_on_seed_epoch_and_place_not_on_the_global_generator(
+    real_data_dir: Path,
+) -> None:
+    def epoch(seed: int, epoch: int, resume_batches: int = 0) -> list[torch.Tensor]:
+        data = both_paths(real_data_dir, flip=True, shift=1, seed=seed, batch_size=500, tensor=False)[1]
+        loader = data.train_dataloader()
+        loader.sampler.set_epoch(epoch)
+        if resume_batches:
+            loader.load_state_dict({"epoch": epoch, "batches_done": resume_batches})
+        torch.manual_seed(resume_batches * 1000 + epoch)  # the global state differs from call to call
         before = torch.get_rng_state()
-        batches = [images for images, _ in loader]
+        batches = [images for images, _ in islice(loader, 6 - resume_batches)]
         assert torch.equal(torch.get_rng_state(), before)  # and is left as it was
         return batches
 
     first = epoch(0, 1)
-    flipped = sum(int(image[5, 27] == 255) for batch in first for image in batch)
-    assert 80 < flipped < 176  # about half of the 256
     assert all(torch.equal(a, b) for a, b in zip(epoch(0, 1), first, strict=True))
-    assert all(torch.equal(a, b) for a, b in zip(epoch(0, 1, resume=96), first[3:], strict=True))
-    assert not all(torch.equal(a, b) for a, b in zip(epoch(0, 2), first, strict=True))
-    assert not all(torch.equal(a, b) for a, b in zip(epoch(1, 1), first, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(epoch(0, 1, resume_batches=3), first[3:], strict=True))
+    assert not torch.equal(epoch(0, 2)[0], first[0])
+    assert not torch.equal(epoch(1, 1)[0], first[0])
+
+
+def test_only_flips_let_a_teacher_cache_assume_stored_or_mirrored_images() -> None:
+    class Brighten:
+        """An augmentation written later, knowing nothing of the cache."""
+
+        def draw(self, count: int, generator: torch.Generator) -> torch.Tensor:
+            return torch.rand(count, generator=generator) < 0.5
+
+        def apply_(self, pixels: torch.Tensor, choices: torch.Tensor) -> torch.Tensor:
+            return pixels
+
+    assert Augmentations().stored_or_mirrored and Augmentations.of(flip=True).stored_or_mirrored
+    assert not Augmentations.of(flip=True, shift=1).stored_or_mirrored
+    assert not Augmentations((*Augmentations.of(flip=True).steps, Brighten())).stored_or_mirrored
+    with pytest.raises(ValueError, match="stored and mirrored"):
+        scores = (torch.zeros(4, 10), None)
+        DeviceLoader(
+            numbered_images(4),
+            torch.arange(4),
+            EpochSampler(4, False, 0),
+            2,
+            Augmentations.of(shift=1),
+            teacher_scores=scores,
+        )

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from fmnist_pl.data.augmentations import Augmentations
 from fmnist_pl.data.device_loader import DeviceLoader
 from fmnist_pl.data.epochs import EpochSampler
 from fmnist_pl.fashion_mnist import Normalization
@@ -54,7 +55,8 @@ def test_cached_teacher_scores_equal_the_teachers_output_on_the_batch(flip: bool
 
     table = (scores_of_pixels(pixels), scores_of_pixels(pixels.flip(-1)) if flip and not mirror_invariant else None)
     order = EpochSampler(300, shuffle=True, seed=0)
-    loader = DeviceLoader(pixels, torch.arange(300), order, batch_size=64, flip=flip, teacher_scores=table)
+    augmentations = Augmentations.of(flip=flip)
+    loader = DeviceLoader(pixels, torch.arange(300), order, 64, augmentations=augmentations, teacher_scores=table)
     flipped = 0
     for images, indices, scores in loader:
         torch.testing.assert_close(scores, teacher(images))

@@ -8,6 +8,7 @@ from pathlib import Path
 import matplotlib.ft2font
 import numpy as np
 import pytest
+import torch
 import yaml
 from matplotlib import image as mpimg
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -16,7 +17,11 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from fmnist_pl import plots
 from fmnist_pl.callbacks.figures import tag_names
+from fmnist_pl.data.augmentations import Augmentations
+from fmnist_pl.data.device_loader import DeviceLoader
+from fmnist_pl.data.epochs import EpochSampler
 from fmnist_pl.fashion_mnist import CLASS_NAMES
+from fmnist_pl.show import build_parser, shown_pixels
 from fmnist_pl.show import main as show
 
 from .helpers import SMALL_RUN, hparams_sessions, run_main
@@ -50,6 +55,14 @@ def test_augment_flips_some_images(tmp_path: Path, real_data_dir: Path) -> None:
         show(["--out", str(tmp_path / "b.png"), "--data.data_dir", str(real_data_dir), "--n", "8", "--augment"])
     )
     assert plain.shape == flipped.shape and not np.array_equal(plain, flipped)
+
+
+def test_show_augment_shows_what_the_training_loader_makes_of_the_same_images() -> None:
+    images = torch.randint(0, 256, (40, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    args = build_parser().parse_args(["--augment", "--shift", "2", "--seed", "5"])
+    loader = DeviceLoader(images, torch.arange(40), EpochSampler(40, False, 5), 40, Augmentations.of(True, 2))
+    trained_on = (next(iter(loader))[0][:, 0] * 255).round().to(torch.uint8)
+    assert torch.equal(shown_pixels(args, images), trained_on) and not torch.equal(trained_on, images)
 
 
 def test_korean_names_use_a_hangul_font_when_installed() -> None:

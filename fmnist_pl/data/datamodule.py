@@ -8,15 +8,16 @@ from typing import Literal
 
 import torch
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, Dataset, Subset
-from torchvision import transforms
+from torch.utils.data import Dataset, Subset
 from torchvision.datasets import FashionMNIST
+from torchvision.transforms import v2
 
+from fmnist_pl.data.augmentations import Augmentations
 from fmnist_pl.data.device_loader import DeviceLoader
-from fmnist_pl.data.epochs import EpochSampler, ResumableDataLoader
+from fmnist_pl.data.epochs import EpochSampler
 from fmnist_pl.data.files import ensure_files, local_source_dirs, raw_dir, read_split
 from fmnist_pl.data.image_files import Invert, Skipped, find_images, load_images, warn_skipped
-from fmnist_pl.data.seeded_augmentation import SeededAugmentation
+from fmnist_pl.data.torchvision_loader import TorchvisionLoader
 from fmnist_pl.errors import ConfigError, check_at_least, check_range
 from fmnist_pl.fashion_mnist import FASHION_MNIST_MEAN, FASHION_MNIST_STD, TRAIN_SIZE, normalization
 
@@ -37,12 +38,12 @@ class FashionMNISTDataModule(LightningDataModule):
     ``prepare_data`` finds the files (``data_dir``, then ``source_dir``, ``$FMNIST_DATA`` and
     ``/usr/share/datasets/fashion-mnist``, then torchvision's download) and verifies their MD5s.
 
-    Two data paths with the same semantics (every training image once per epoch, the same flip and
-    normalization, validation and test complete):
+    Two data paths give the same batches (every training image once per epoch, the same
+    augmentations drawn alike, the same normalization, validation and test complete):
     ``loader="tensor"`` (default) decodes the files once into uint8 tensors, keeps each split on the
     training device and transforms whole batches there; ``loader="torchvision"`` is the classic
-    torchvision dataset -> PIL -> ``ToTensor`` -> DataLoader pipeline, for comparison or for adding
-    PIL transforms.
+    torchvision dataset -> PIL -> tensor -> DataLoader pipeline, for comparison or for adding PIL
+    transforms. Both apply :mod:`~fmnist_pl.data.augmentations` to uint8 batches.
 
     Args:
         data_dir: Folder for the decompressed files (``<data_dir>/FashionMNIST/raw``, torchvision's layout).
@@ -64,7 +65,7 @@ class FashionMNISTDataModule(LightningDataModule):
         std: Standard deviation of the normalization, in the same units; above 0.
         loader: ``tensor`` (batches from tensors on the training device) or ``torchvision`` (DataLoader
             over torchvision's dataset; the only one that uses ``num_workers``).
-        seed: Seed of the training order (both paths) and of the tensor path's flips; None takes the run's
+        seed: Seed of the training order and of the augmentations (both paths); None takes the run's
             ``seed_everything``.
         predict_path: Image files for ``predict``: a file, a folder (searched recursively) or a glob;
             None predicts the test split.
@@ -100,6 +101,7 @@ class FashionMNISTDataModule(LightningDataModule):
         if not std > 0:
             raise ConfigError(f"--data.std must be above 0, got {std}")
         self.save_hyperparameters()
+        self.augmentations = Augmentations.of(flip, shift)
         self.train_set: Dataset | TensorSplit | None = None
         self.val_set: Dataset | TensorSplit | None = None
         self.test_set: Dataset | TensorSplit | None = None
@@ -126,8 +128,7 @@ class FashionMNISTDataModule(LightningDataModule):
                 images, labels = self._read_split("train")
                 total = len(labels)
             else:
-                train_full = self._dataset(train=True, transform=self.train_transform())
-                eval_full = self._dataset(train=True, transform=self.eval_transform())
+                train_full = self._dataset(train=True)
                 total = len(train_full)
             if self.hparams.val_size >= total:
                 raise ConfigError(f"--data.val_size must be below {total}, got {self.hparams.val_size}")
@@ -137,7 +138,7 @@ class FashionMNISTDataModule(LightningDataModule):
                 self.val_set = TensorSplit(images[val_idx], labels[val_idx])
             else:
                 self.train_set = Subset(train_full, train_idx.tolist())
-                self.val_set = Subset(eval_full, val_idx.tolist())
+                self.val_set = Subset(train_full, val_idx.tolist())
         if stage == "predict" and self.hparams.predict_path is not None:
             if self.predict_set is None:
                 paths, unusable = find_images(self.hparams.predict_path)
@@ -152,18 +153,7 @@ class FashionMNISTDataModule(LightningDataModule):
             if tensors:
                 self.test_set = TensorSplit(*self._read_split("test"))
             else:
-                self.test_set = self._dataset(train=False, transform=self.eval_transform())
-
-    def train_transform(self) -> transforms.Compose:
-        """PIL image -> tensor: optional flip and shift, to [0, 1], optional normalization (the tutorial's order)."""
-        steps: list = [transforms.RandomHorizontalFlip()] if self.hparams.flip else []
-        if self.hparams.shift:
-            steps.append(transforms.RandomCrop(28, padding=self.hparams.shift, fill=0))
-        return transforms.Compose(steps + self._to_tensor_steps())
-
-    def eval_transform(self) -> transforms.Compose:
-        """PIL image -> tensor for validation, test and prediction: no augmentation, same normalization."""
-        return transforms.Compose(self._to_tensor_steps())
+                self.test_set = self._dataset(train=False)
 
     def train_dataloader(self) -> Iterable:
         return self._loader(self.train_set, train=True)
@@ -177,15 +167,10 @@ class FashionMNISTDataModule(LightningDataModule):
     def predict_dataloader(self) -> Iterable:
         return self._loader(self.predict_set if self.hparams.predict_path is not None else self.test_set)
 
-    def _to_tensor_steps(self) -> list:
-        steps: list = [transforms.ToTensor()]
-        if self.hparams.normalize:
-            stats = normalization(self.hparams)
-            steps.append(transforms.Normalize((stats.mean,), (stats.std,)))
-        return steps
-
-    def _dataset(self, train: bool, transform: transforms.Compose) -> FashionMNIST:
-        return FashionMNIST(self.hparams.data_dir, train=train, transform=transform, download=False)
+    def _dataset(self, train: bool) -> FashionMNIST:
+        """torchvision's data set, its PIL images as uint8 tensors ``(1, 28, 28)``: the loader augments
+        and normalizes whole batches, as the tensor path does."""
+        return FashionMNIST(self.hparams.data_dir, train=train, transform=v2.PILToTensor(), download=False)
 
     def _read_split(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
@@ -197,8 +182,9 @@ class FashionMNISTDataModule(LightningDataModule):
         # Lightning can only switch shuffling off in a DataLoader, so it is done here for both paths.
         overfitting = self.trainer is not None and self.trainer.overfit_batches > 0
         shuffle = train and self.hparams.shuffle and not overfitting
+        rank, world_size = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        augmentations = self.augmentations if train else Augmentations()
         if isinstance(split, TensorSplit):
-            rank, world_size = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
             order = EpochSampler(
                 len(split.labels), shuffle, self.data_seed, rank, world_size, even_shards=train and world_size > 1
             )
@@ -207,24 +193,23 @@ class FashionMNISTDataModule(LightningDataModule):
                 split.labels,
                 order,
                 self.hparams.batch_size,
-                flip=train and self.hparams.flip,
-                shift=self.hparams.shift if train else 0,
+                augmentations=augmentations,
                 normalization=normalization(self.hparams),
                 teacher_scores=self.teacher_scores if train else None,
             )
         # drop_last stays False everywhere: validation and test must see every image exactly once.
         workers = self.hparams.num_workers
-        world_size = self.trainer.world_size if self.trainer else 1
         sampler = None
-        augmenting = train and bool(self.hparams.flip or self.hparams.shift)
         if train and world_size == 1:
             # The same (seed, epoch) order as the tensor path, so resuming gives the same order.
             # (Under DDP Lightning puts in its DistributedSampler, itself a function of seed and epoch.)
-            sampler, shuffle = EpochSampler(len(split), shuffle, self.data_seed, keyed=augmenting), False
-        if augmenting:
-            split = SeededAugmentation(split, self.data_seed)
-        return (ResumableDataLoader if train else DataLoader)(
+            sampler, shuffle = EpochSampler(len(split), shuffle, self.data_seed), False
+        return TorchvisionLoader(
             split,
+            augmentations=augmentations,
+            normalization=normalization(self.hparams),
+            seed=self.data_seed,
+            rank=rank,
             batch_size=self.hparams.batch_size,
             shuffle=shuffle,
             sampler=sampler,
@@ -242,13 +227,14 @@ class FashionMNISTDataModule(LightningDataModule):
         ``mirror_invariant``), once with ``score`` (uint8 images ``(N, 28, 28)`` -> logits), and hand
         each training batch its images' scores.
 
-        Only the tensor path without shifts can: there each training image is a stored image or its
-        mirror. Returns False elsewhere (torchvision path, shifts); the teacher then scores each batch.
+        Only the tensor path can, with augmentations that make only stored or mirrored images
+        (:attr:`Augmentations.stored_or_mirrored`). Returns False elsewhere; the teacher then scores
+        each batch.
         """
-        if not isinstance(self.train_set, TensorSplit) or self.hparams.shift:
+        if not isinstance(self.train_set, TensorSplit) or not self.augmentations.stored_or_mirrored:
             return False
         images = self.train_set.images
-        mirrored = score(images.flip(-1)) if self.hparams.flip and not mirror_invariant else None
+        mirrored = score(images.flip(-1)) if self.augmentations.mirrors and not mirror_invariant else None
         self.teacher_scores = (score(images), mirrored)
         return True
 

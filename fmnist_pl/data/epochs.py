@@ -13,7 +13,6 @@ from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
 
 import torch
-from torch.utils.data import DataLoader
 
 
 class EpochSampler:
@@ -27,8 +26,7 @@ class EpochSampler:
 
     Lightning calls ``set_epoch`` at the start of every epoch, as it does for a DataLoader's sampler;
     ``len`` stays the whole epoch's after ``resume_at``, as Lightning counts the resumed epoch's
-    batches from where it stopped. With ``keyed`` it yields ``(epoch, position, index)`` for
-    ``SeededAugmentation``.
+    batches from where it stopped.
     Iterating yields the indices as ints, so it also serves as a ``DataLoader``'s sampler (the
     torchvision path), where it replaces ``RandomSampler``: that one draws its order from the global
     generator when the loader's iterator is made, which a resumed run does at another moment.
@@ -42,7 +40,6 @@ class EpochSampler:
         rank: int = 0,
         world_size: int = 1,
         even_shards: bool = False,
-        keyed: bool = False,
     ) -> None:
         self.size = size
         self.shuffle = shuffle
@@ -50,7 +47,6 @@ class EpochSampler:
         self.rank = rank
         self.world_size = world_size
         self.even_shards = even_shards
-        self.keyed = keyed
         self.epoch = 0
         self.resume: tuple[int, int] | None = None
 
@@ -76,14 +72,9 @@ class EpochSampler:
             order = order[: self.size - self.size % self.world_size]
         return order[self.rank :: self.world_size][self.start() :]
 
-    def __iter__(self) -> Iterator[int] | Iterator[tuple[int, int, int]]:
+    def __iter__(self) -> Iterator[int]:
         # A generator: the order is computed at the first batch, after Lightning's set_epoch.
-        indices = self.indices().tolist()
-        if not self.keyed:
-            yield from indices
-            return
-        first = self.start()
-        yield from ((self.epoch, first + position, index) for position, index in enumerate(indices))
+        yield from self.indices().tolist()
 
     def __len__(self) -> int:
         total = self.size - self.size % self.world_size if self.even_shards else self.size
@@ -116,10 +107,3 @@ class ResumableEpoch:
         for batch in batches:
             self._served += 1
             yield batch
-
-
-class ResumableDataLoader(ResumableEpoch, DataLoader):
-    """A ``DataLoader`` (the torchvision path) whose place in the epoch is saved in checkpoints."""
-
-    def __iter__(self) -> Iterator[Any]:
-        return self._counted(super().__iter__())

@@ -255,9 +255,10 @@ def main() -> None:
         print("RESULT " + json.dumps(run_variant(args.variant, args)))
         return
 
-    from fmnist_pl.data.files import ensure_files, local_source_dirs
+    from fmnist_pl.data import sets
+    from fmnist_pl.data.files import ensure_files
 
-    ensure_files(args.data_dir, local_source_dirs(), download=True)
+    ensure_files(args.data_dir, sets.FASHION_MNIST)
     # Interleaved rounds: a slow spell of a shared machine then slows every variant a little rather
     # than one variant a lot.
     names = args.variants.split(",")

@@ -17,14 +17,15 @@ from fastapi.responses import PlainTextResponse
 
 from fmnist_pl.checkpoints import load_checkpoint
 from fmnist_pl.module import FashionClassifier
-from fmnist_pl.serve.model_card import identity
+from fmnist_pl.serve.model_card import class_names, identity
 from fmnist_pl.serve.pictures import prepare, upload_bytes
 from fmnist_pl.serve.routes import prediction
 
 
 def build_app(ckpt_path: Path) -> FastAPI:
     network = FashionClassifier.raw_image_network(ckpt_path)
-    model = identity(ckpt_path, load_checkpoint(ckpt_path))
+    checkpoint = load_checkpoint(ckpt_path)
+    model, names = identity(ckpt_path, checkpoint), class_names(checkpoint)
     app = FastAPI()
 
     @app.get("/health")
@@ -37,7 +38,7 @@ def build_app(ckpt_path: Path) -> FastAPI:
         pixels = torch.frombuffer(bytearray(picture.pixels), dtype=torch.uint8).view(1, 1, 28, 28)
         with torch.inference_mode():
             probabilities = network(pixels.float().div_(255)).softmax(dim=1)[0].tolist()
-        return prediction(probabilities, 1, picture, model)
+        return prediction(probabilities, 1, picture, model, names)
 
     return app
 

@@ -175,11 +175,12 @@ def fit_loop_seconds(run_dir: Path) -> float:
 def test_accuracy(run_dir: Path, data_dir: str) -> float:
     import torch
 
+    from fmnist_pl.data import sets
     from fmnist_pl.data.files import raw_dir, read_split
-    from fmnist_pl.fashion_mnist import to_unit
     from fmnist_pl.module import FashionClassifier
+    from fmnist_pl.pixels import to_unit
 
-    images, labels = read_split(raw_dir(data_dir), "test")
+    images, labels = read_split(raw_dir(data_dir, sets.FASHION_MNIST), sets.FASHION_MNIST, "test")
     with torch.no_grad():
         scores = FashionClassifier.raw_image_network(run_dir / "checkpoints" / "last.ckpt")(
             to_unit(images.unsqueeze(1))
@@ -218,9 +219,10 @@ def main() -> None:
 
     import torch
 
-    from fmnist_pl.data.files import ensure_files, local_source_dirs
+    from fmnist_pl.data import sets
+    from fmnist_pl.data.files import ensure_files
 
-    ensure_files(args.data_dir, local_source_dirs(), download=True)
+    ensure_files(args.data_dir, sets.FASHION_MNIST)
     names = args.variants.split(",")
     unknown = set(names) - set(VARIANTS)
     if unknown:

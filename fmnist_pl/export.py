@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -20,21 +21,26 @@ from torch import nn
 
 from fmnist_pl.atomic import atomic_path
 from fmnist_pl.checkpoints import load_checkpoint
-from fmnist_pl.data.files import ensure_files, local_source_dirs, read_split
+from fmnist_pl.data import sets
+from fmnist_pl.data.files import ensure_files, read_split
 from fmnist_pl.errors import UserError
-from fmnist_pl.fashion_mnist import CLASS_NAMES, IMAGE_SHAPE, to_unit
 from fmnist_pl.model import Normalized
 from fmnist_pl.module import FashionClassifier
+from fmnist_pl.pixels import IMAGE_SHAPE, to_unit
 
 MAX_LOGIT_DIFFERENCE = 1e-4
 MIN_AGREEMENT = 0.999
 
 
 def export_onnx(
-    model: Normalized, output: Path, check_images: torch.Tensor, check_labels: torch.Tensor | None = None
+    model: Normalized,
+    output: Path,
+    class_names: Sequence[str],
+    check_images: torch.Tensor,
+    check_labels: torch.Tensor | None = None,
 ) -> dict[str, float]:
-    """Write ``output`` atomically after onnxruntime agrees with PyTorch on ``check_images``; return the
-    check (with ``check_labels``, both runtimes' accuracy on them too)."""
+    """Write ``output`` atomically, ``class_names`` in its metadata, after onnxruntime agrees with PyTorch
+    on ``check_images``; return the check (with ``check_labels``, both runtimes' accuracy on them too)."""
     try:
         import onnx
         import onnxruntime
@@ -57,7 +63,7 @@ def export_onnx(
         program.save(str(tmp), external_data=False)
         proto = onnx.load(str(tmp))
         entry = proto.metadata_props.add()
-        entry.key, entry.value = "class_names", json.dumps(list(CLASS_NAMES["en"]))
+        entry.key, entry.value = "class_names", json.dumps(list(class_names))
         onnx.save(proto, str(tmp))
         check = compare_with_onnxruntime(model, tmp, check_images, onnxruntime, check_labels)
         if check["max_abs_diff"] > MAX_LOGIT_DIFFERENCE or check["agreement"] < MIN_AGREEMENT:
@@ -104,10 +110,11 @@ def main(argv: list[str]) -> Path:
     model = FashionClassifier.raw_image_network(args.ckpt_path)
     data_hparams = load_checkpoint(args.ckpt_path).get("datamodule_hyper_parameters", {})
     data_dir = args.data_dir or data_hparams.get("data_dir", "data")
-    folder = ensure_files(data_dir, local_source_dirs(data_hparams.get("source_dir")), download=True)
-    pixels, labels = read_split(folder, "test")
+    dataset = sets.of_hparams(data_hparams)
+    folder = ensure_files(data_dir, dataset, data_hparams.get("source_dir"), files=dataset.files["test"])
+    pixels, labels = read_split(folder, dataset, "test")
     images = to_unit(pixels.unsqueeze(1))
-    check = export_onnx(model, args.output, images, labels.long())
+    check = export_onnx(model, args.output, dataset.names("en"), images, labels.long())
     print(
         f"wrote {args.output} ({args.output.stat().st_size / 1024:.0f} KiB): onnxruntime vs PyTorch on "
         f"{int(check['images'])} test images: max |logit difference| {check['max_abs_diff']:.2e}, "

@@ -17,11 +17,12 @@ from torch.nn import functional as F
 from torchmetrics import MaxMetric
 
 from fmnist_pl.checkpoints import SafeLoading, check_is_ours, load_checkpoint
+from fmnist_pl.data.sets import normalization
 from fmnist_pl.errors import CheckpointError, ConfigError, check_at_least, check_range
-from fmnist_pl.fashion_mnist import IMAGE_SHAPE, normalization
 from fmnist_pl.hparams import describe_factory, training_settings
 from fmnist_pl.lightning_internals import CheapHookBookkeeping
 from fmnist_pl.model import MLP, FlipAveraged, Normalized, compile_network, output_width
+from fmnist_pl.pixels import IMAGE_SHAPE
 from fmnist_pl.techniques.distillation import Distillation
 from fmnist_pl.techniques.epoch_metrics import EpochMetrics
 from fmnist_pl.techniques.mixup import Mixup

@@ -20,7 +20,8 @@ from matplotlib import font_manager
 from matplotlib.figure import Figure
 
 from fmnist_pl.atomic import atomic_path
-from fmnist_pl.fashion_mnist import CLASS_NAMES, Normalization
+from fmnist_pl.data.sets import DataSet
+from fmnist_pl.pixels import Normalization
 
 _HANGUL_PROBE = "가"
 
@@ -59,8 +60,8 @@ def bundled_hangul_font() -> str | None:
 
 
 @functools.cache
-def class_names(lang: str) -> tuple[tuple[str, ...], str | None]:
-    """The class names in ``lang`` and the font file to draw them with (None: matplotlib's default).
+def class_names(dataset: DataSet, lang: str) -> tuple[tuple[str, ...], str | None]:
+    """The data set's class names in ``lang`` and the font file to draw them with (None: matplotlib's default).
 
     Korean needs a font with Hangul; without one, this warns once and falls back to English rather
     than draw empty boxes.
@@ -68,13 +69,13 @@ def class_names(lang: str) -> tuple[tuple[str, ...], str | None]:
     if lang == "ko":
         font = hangul_font()
         if font is not None:
-            return CLASS_NAMES["ko"], font
+            return dataset.names("ko"), font
         warnings.warn(
             "no font with Hangul is installed (pip install koreanize-matplotlib, or apt-get install fonts-nanum); "
             "showing English class names",
             stacklevel=2,
         )
-    return CLASS_NAMES["en"], None
+    return dataset.names("en"), None
 
 
 def to_display(images: torch.Tensor, normalization: Normalization) -> np.ndarray:

@@ -15,10 +15,11 @@ from pathlib import Path
 import torch
 
 from fmnist_pl import plots
+from fmnist_pl.data import sets
 from fmnist_pl.data.augmentations import Augmentations
-from fmnist_pl.data.files import ensure_files, local_source_dirs, read_split
+from fmnist_pl.data.files import ensure_files, read_split
 from fmnist_pl.errors import ConfigError, check_range
-from fmnist_pl.fashion_mnist import to_unit
+from fmnist_pl.pixels import to_unit
 
 DEFAULT_FOLDER = Path("lightning_logs") / "show"
 
@@ -42,6 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"write a PNG here instead of showing it on screen (without a display: {DEFAULT_FOLDER}/NAME.png)",
     )
     parser.add_argument("--data.data_dir", dest="data_dir", default="data", help="data folder (default: data)")
+    parser.add_argument(
+        "--data.dataset",
+        dest="dataset",
+        default=sets.DEFAULT,
+        help=f"import path of the data set's descriptor (default: {sets.DEFAULT})",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the augmentations with --augment")
     return parser
 
@@ -67,8 +74,9 @@ def main(argv: list[str]) -> Path | None:
     args = build_parser().parse_args(argv)
     if args.out is None and not os.environ.get("DISPLAY"):
         args.out = DEFAULT_FOLDER / default_name(args)
-    folder = ensure_files(args.data_dir, local_source_dirs(), download=True)
-    images, labels = read_split(folder, args.split)
+    dataset = sets.load(args.dataset, option="show: --data.dataset")
+    folder = ensure_files(args.data_dir, dataset, files=dataset.files[args.split])
+    images, labels = read_split(folder, dataset, args.split)
     if args.index is not None:
         if not 0 <= args.index < len(labels):
             raise ConfigError(f"show: --index must be in [0, {len(labels)}), got {args.index}")
@@ -78,7 +86,7 @@ def main(argv: list[str]) -> Path | None:
             raise ConfigError(f"show: --n must be in [1, {len(labels)}], got {args.n}")
         chosen = torch.arange(args.n)
     pictures = to_unit(shown_pixels(args, images[chosen]))
-    names, font = plots.class_names(args.lang)
+    names, font = plots.class_names(dataset, args.lang)
     captions = [names[int(label)] for label in labels[chosen]]
 
     figure = None

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from fmnist_pl.data.files import ENV_VAR, FASHION_MNIST_FILES, ensure_files, raw_dir
+from fmnist_pl.data.files import ensure_files, raw_dir
+from fmnist_pl.data.sets import FASHION_MNIST
 
 from .helpers import REPO, SMALL_RUN, real_source_dir
 
@@ -35,10 +36,12 @@ def real_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data_dir with the real, verified FashionMNIST files, extracted once per test session."""
     source = real_source_dir()
     if source is None:
-        pytest.skip(f"real FashionMNIST not on this machine: apt-get install dataset-fashion-mnist or set ${ENV_VAR}")
+        pytest.skip("real FashionMNIST not on this machine: apt-get install dataset-fashion-mnist or set $FMNIST_DATA")
     data_dir = tmp_path_factory.mktemp("fmnist")
-    ensure_files(data_dir, [source], download=False)
-    assert sorted(p.name for p in raw_dir(data_dir).iterdir()) == sorted(f.name for f in FASHION_MNIST_FILES)
+    ensure_files(data_dir, FASHION_MNIST, source, download=False)
+    assert sorted(p.name for p in raw_dir(data_dir, FASHION_MNIST).iterdir()) == sorted(
+        f.name for f in FASHION_MNIST.all_files()
+    )
     return data_dir
 
 

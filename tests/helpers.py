@@ -21,7 +21,7 @@ from tensorboard.backend.event_processing.event_file_loader import EventFileLoad
 from tensorboard.plugins.hparams import plugin_data_pb2
 from torch import nn
 
-from fmnist_pl.data.files import DEBIAN_DIR, ENV_VAR, FASHION_MNIST_FILES, IdxFile
+from fmnist_pl.data.sets import FASHION_MNIST, DataSet, idx_files
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,35 +38,46 @@ def idx_bytes(array: torch.Tensor) -> bytes:
 
 
 def write_tiny_dataset(
-    folder: Path, train_size: int = 120, test_size: int = 40, gz: bool = True
-) -> tuple[IdxFile, ...]:
-    """Write four small IDX files named like FashionMNIST's; return their specs with real MD5s."""
+    folder: Path, train_size: int = 120, test_size: int = 40, gz: bool = True, num_classes: int = 10
+) -> DataSet:
+    """Write four small IDX files of random images, named like MNIST's (and FashionMNIST's), into
+    ``folder``; return a descriptor of them (MD5s of what was written) that looks for them there.
+
+    The real MNIST and KMNIST cannot be downloaded here; a data set in their format is all the
+    project needs to know of one, which this shows."""
     generator = torch.Generator().manual_seed(0)
     arrays = {
         "train-images-idx3-ubyte": torch.randint(0, 256, (train_size, 28, 28), dtype=torch.uint8, generator=generator),
-        "train-labels-idx1-ubyte": torch.arange(train_size, dtype=torch.uint8) % 10,
+        "train-labels-idx1-ubyte": torch.arange(train_size, dtype=torch.uint8) % num_classes,
         "t10k-images-idx3-ubyte": torch.randint(0, 256, (test_size, 28, 28), dtype=torch.uint8, generator=generator),
-        "t10k-labels-idx1-ubyte": torch.arange(test_size, dtype=torch.uint8) % 10,
+        "t10k-labels-idx1-ubyte": torch.arange(test_size, dtype=torch.uint8) % num_classes,
     }
     folder.mkdir(parents=True, exist_ok=True)
-    specs = []
+    md5s = []
     for name, array in arrays.items():
         data = idx_bytes(array)
         if gz:
             (folder / f"{name}.gz").write_bytes(gzip.compress(data))
         else:
             (folder / name).write_bytes(data)
-        specs.append(IdxFile(name, hashlib.md5(data).hexdigest()))
-    return tuple(specs)
+        md5s.append(hashlib.md5(data).hexdigest())
+    return DataSet(
+        name="MNIST",
+        files=idx_files(*md5s),
+        torchvision_class="torchvision.datasets.MNIST",
+        train_size=train_size,
+        mean=0.5,
+        std=0.29,
+        class_names={"en": tuple(f"digit {digit}" for digit in range(num_classes))},
+        local_dirs=(folder,),
+    )
 
 
 def real_source_dir() -> Path | None:
     """A folder holding the real FashionMNIST files, if this machine has one."""
-    for folder in (os.environ.get(ENV_VAR), str(DEBIAN_DIR)):
-        if folder and all(
-            (Path(folder) / f"{f.name}.gz").is_file() or (Path(folder) / f.name).is_file() for f in FASHION_MNIST_FILES
-        ):
-            return Path(folder)
+    for folder in FASHION_MNIST.search_dirs():
+        if all((folder / f"{f.name}.gz").is_file() or (folder / f.name).is_file() for f in FASHION_MNIST.all_files()):
+            return folder
     return None
 
 
@@ -141,10 +152,10 @@ def save_classifier_checkpoint(path: Path, net_class: type[nn.Module], **init_ar
 def accuracy_on_test_split(ckpt: Path, data_dir: Path) -> float:
     """A checkpoint's accuracy on the 10,000 test images, scored here without Lightning."""
     from fmnist_pl.data.files import raw_dir, read_split
-    from fmnist_pl.fashion_mnist import to_unit
     from fmnist_pl.module import FashionClassifier
+    from fmnist_pl.pixels import to_unit
 
-    images, labels = read_split(raw_dir(data_dir), "test")
+    images, labels = read_split(raw_dir(data_dir, FASHION_MNIST), FASHION_MNIST, "test")
     with torch.no_grad():
         predicted = FashionClassifier.raw_image_network(ckpt)(to_unit(images.unsqueeze(1))).argmax(1)
     return (predicted == labels.long()).double().mean().item()

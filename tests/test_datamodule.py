@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from fmnist_pl.data.datamodule import FashionMNISTDataModule, split_indices
+from fmnist_pl.data.sets import FASHION_MNIST
 from fmnist_pl.errors import ConfigError
-from fmnist_pl.fashion_mnist import FASHION_MNIST_MEAN, FASHION_MNIST_STD
 
 LOADERS = ("tensor", "torchvision")
 
@@ -82,7 +82,7 @@ def test_normalization_is_applied_to_train_and_eval_alike(real_data_dir: Path, l
     raw, normed = batches
     for name in ("train", "val", "test"):
         assert raw[name].min() >= 0 and raw[name].max() <= 1 and raw[name].max() > 0.9
-        torch.testing.assert_close(normed[name], (raw[name] - FASHION_MNIST_MEAN) / FASHION_MNIST_STD)
+        torch.testing.assert_close(normed[name], (raw[name] - FASHION_MNIST.mean) / FASHION_MNIST.std)
 
 
 @pytest.mark.parametrize("loader", LOADERS)

@@ -93,8 +93,9 @@ def test_two_process_predict_writes_the_single_process_csv(
     from PIL import Image
 
     from fmnist_pl.data.files import raw_dir, read_split
+    from fmnist_pl.data.sets import FASHION_MNIST
 
-    images, _ = read_split(raw_dir(real_data_dir), "test")
+    images, _ = read_split(raw_dir(real_data_dir, FASHION_MNIST), FASHION_MNIST, "test")
     photos = tmp_path / "photos"
     photos.mkdir()
     for i, image in enumerate(images[:11]):  # odd: the two shards differ in size

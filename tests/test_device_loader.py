@@ -13,7 +13,7 @@ from fmnist_pl.data.augmentations import Augmentations, shift_images
 from fmnist_pl.data.datamodule import FashionMNISTDataModule
 from fmnist_pl.data.device_loader import DeviceLoader
 from fmnist_pl.data.epochs import EpochSampler
-from fmnist_pl.fashion_mnist import Normalization
+from fmnist_pl.pixels import Normalization
 
 
 def numbered_images(count: int) -> torch.Tensor:

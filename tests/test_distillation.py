@@ -15,9 +15,9 @@ from torch.nn import functional as F
 from fmnist_pl.data.augmentations import Augmentations
 from fmnist_pl.data.device_loader import DeviceLoader
 from fmnist_pl.data.epochs import EpochSampler
-from fmnist_pl.fashion_mnist import Normalization
 from fmnist_pl.model import MLP
 from fmnist_pl.module import FashionClassifier
+from fmnist_pl.pixels import Normalization
 from fmnist_pl.techniques.distillation import Distillation, distillation_loss
 
 from .helpers import REPO, SMALL_RUN, exit_of_main, run_main, save_classifier_checkpoint

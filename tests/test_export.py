@@ -11,9 +11,9 @@ import lightning
 import pytest
 import torch
 
+from fmnist_pl.data.sets import FASHION_MNIST
 from fmnist_pl.errors import UserError
 from fmnist_pl.export import export_onnx
-from fmnist_pl.fashion_mnist import CLASS_NAMES
 from fmnist_pl.model import FlipAveraged
 from fmnist_pl.module import FashionClassifier
 
@@ -40,7 +40,7 @@ def test_export_writes_one_checked_file_that_takes_raw_images(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]  # no .data file, no leftovers
     proto = onnx.load(str(tmp_path / "model.onnx"))
     metadata = {entry.key: entry.value for entry in proto.metadata_props}
-    assert json.loads(metadata["class_names"]) == list(CLASS_NAMES["en"])
+    assert json.loads(metadata["class_names"]) == list(FASHION_MNIST.names("en"))
 
     # Raw [0, 1] images in, the trained model's logits (normalization included) out, any batch size.
     model = FashionClassifier.raw_image_network(checkpoint)
@@ -61,7 +61,7 @@ def test_failed_check_is_an_error_and_writes_nothing(
     # A check that cannot pass (tolerance below zero) stands in for a real disagreement.
     monkeypatch.setattr(export, "MAX_LOGIT_DIFFERENCE", -1.0)
     with pytest.raises(UserError, match="export check failed"):
-        export_onnx(model, tmp_path / "model.onnx", torch.rand(20, 1, 28, 28))
+        export_onnx(model, tmp_path / "model.onnx", FASHION_MNIST.names("en"), torch.rand(20, 1, 28, 28))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -69,7 +69,7 @@ def test_without_the_extra_export_names_it(tmp_path: Path, checkpoint: Path, mon
     model = FashionClassifier.raw_image_network(checkpoint)
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
     with pytest.raises(UserError, match=r"pip install '\.\[export\]'"):
-        export_onnx(model, tmp_path / "model.onnx", torch.rand(4, 1, 28, 28))
+        export_onnx(model, tmp_path / "model.onnx", FASHION_MNIST.names("en"), torch.rand(4, 1, 28, 28))
 
 
 def test_missing_checkpoint_is_a_one_line_error(
@@ -109,7 +109,7 @@ def test_export_carries_the_averaged_weights_and_the_flip_averaging(tmp_path: Pa
     assert not torch.allclose(expected, module.eval()((images - 0.25) / 0.5))
     torch.testing.assert_close(expected, FlipAveraged(averaged.net)((images - 0.25) / 0.5))
 
-    check = export_onnx(model, tmp_path / "model.onnx", images)
+    check = export_onnx(model, tmp_path / "model.onnx", FASHION_MNIST.names("en"), images)
     assert check["max_abs_diff"] < 1e-4 and check["agreement"] == 1.0
     session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
     scores = session.run(["logits"], {"images": images.numpy()})[0]

@@ -20,7 +20,7 @@ from fmnist_pl.callbacks.figures import tag_names
 from fmnist_pl.data.augmentations import Augmentations
 from fmnist_pl.data.device_loader import DeviceLoader
 from fmnist_pl.data.epochs import EpochSampler
-from fmnist_pl.fashion_mnist import CLASS_NAMES
+from fmnist_pl.data.sets import FASHION_MNIST
 from fmnist_pl.show import build_parser, shown_pixels
 from fmnist_pl.show import main as show
 
@@ -69,8 +69,8 @@ def test_korean_names_use_a_hangul_font_when_installed() -> None:
     font = plots.hangul_font()
     if font is None:
         pytest.skip("no font with Hangul here: apt-get install fonts-nanum (CI installs it)")
-    names, chosen = plots.class_names("ko")
-    assert names == CLASS_NAMES["ko"]
+    names, chosen = plots.class_names(FASHION_MNIST, "ko")
+    assert names == FASHION_MNIST.names("ko")
     # The font chosen draws every character of every Korean class name.
     charmap = matplotlib.ft2font.FT2Font(chosen).get_charmap()
     assert all(ord(char) in charmap for name in names for char in name if not char.isascii())
@@ -84,8 +84,12 @@ def test_korean_grid_draws_every_glyph_with_the_pip_font_alone(
     monkeypatch.setattr(plots.font_manager, "findSystemFonts", lambda *args, **kwargs: [])
     plots.hangul_font.cache_clear(), plots.class_names.cache_clear()
     try:
-        names, font = plots.class_names("ko")
-        assert names == CLASS_NAMES["ko"] and font == plots.bundled_hangul_font() and "koreanize_matplotlib" in font
+        names, font = plots.class_names(FASHION_MNIST, "ko")
+        assert (
+            names == FASHION_MNIST.names("ko")
+            and font == plots.bundled_hangul_font()
+            and "koreanize_matplotlib" in font
+        )
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             grid = show(
@@ -102,8 +106,8 @@ def test_korean_falls_back_to_english_with_a_warning(monkeypatch: pytest.MonkeyP
     plots.class_names.cache_clear()
     monkeypatch.setattr(plots, "hangul_font", lambda: None)  # no system font and no pip font
     with pytest.warns(UserWarning, match="no font with Hangul"):
-        names, font = plots.class_names("ko")
-    assert names == CLASS_NAMES["en"] and font is None
+        names, font = plots.class_names(FASHION_MNIST, "ko")
+    assert names == FASHION_MNIST.names("en") and font is None
     plots.class_names.cache_clear()
 
 
@@ -154,7 +158,7 @@ def test_fit_and_test_write_figures_scalars_and_real_hparams(
     accumulator.Reload()
     tags = accumulator.Tags()
     assert {"train/samples", "val/confusion_matrix", "val/misclassified"} <= set(tags["images"])
-    assert {f"val/acc_per_class/{name}" for name in tag_names()} <= set(tags["scalars"])
+    assert {f"val/acc_per_class/{name}" for name in tag_names(FASHION_MNIST)} <= set(tags["scalars"])
     assert tags["graph"]
     final_val_acc = accumulator.Scalars("val/acc")[-1].value
     assert accumulator.Scalars("hp/val_acc")[-1].value == pytest.approx(final_val_acc)

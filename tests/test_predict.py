@@ -13,6 +13,7 @@ from PIL import Image
 
 from fmnist_pl.data.files import raw_dir, read_split
 from fmnist_pl.data.image_files import find_images, load_image
+from fmnist_pl.data.sets import FASHION_MNIST
 from fmnist_pl.errors import DataError
 from fmnist_pl.module import FashionClassifier
 
@@ -21,8 +22,8 @@ from .helpers import exit_of_main, run_main
 
 @pytest.fixture(scope="module")
 def test_images(real_data_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    folder = raw_dir(real_data_dir)
-    images, labels = read_split(folder, "test")
+    folder = raw_dir(real_data_dir, FASHION_MNIST)
+    images, labels = read_split(folder, FASHION_MNIST, "test")
     return images[:30], labels[:30]
 
 

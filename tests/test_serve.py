@@ -25,7 +25,7 @@ from PIL import Image
 
 from fmnist_pl.data.files import raw_dir, read_split
 from fmnist_pl.data.image_files import load_image
-from fmnist_pl.fashion_mnist import CLASS_NAMES
+from fmnist_pl.data.sets import FASHION_MNIST
 
 from .helpers import exit_of_main, run_main
 from .serving import Server, free_port, running_server
@@ -39,7 +39,7 @@ TIMEOUT_S = 10  # and its --timeout
 def pictures(tmp_path_factory: pytest.TempPathFactory, real_data_dir: Path) -> Path:
     """Test images as files of every format and mode predict and serve read: gray PNG, JPEG, GIF,
     BMP, WebP, RGBA, a large inverted photo, an animated GIF (two test images as frames)."""
-    images, _ = read_split(raw_dir(real_data_dir), "test")
+    images, _ = read_split(raw_dir(real_data_dir, FASHION_MNIST), FASHION_MNIST, "test")
     folder = tmp_path_factory.mktemp("pictures")
     for i in range(8):
         Image.fromarray(images[i].numpy()).save(folder / f"gray{i}.png")
@@ -105,7 +105,7 @@ def test_the_service_answers_as_predict_does(server: Server, pictures: Path, pre
         assert status == 200, (path.name, answer)
         row = predicted[path.name]
         assert answer["index"] == int(row["index"]) and answer["en"] == row["class"]
-        assert answer["ko"] == CLASS_NAMES["ko"][answer["index"]]
+        assert answer["ko"] == FASHION_MNIST.names("ko")[answer["index"]]
         assert abs(answer["probability"] - float(row["probability"])) <= 1e-5
         ranked = answer["probabilities"]
         assert [entry["probability"] for entry in ranked] == sorted((e["probability"] for e in ranked), reverse=True)
@@ -227,7 +227,9 @@ def test_the_page_in_a_real_browser(server: Server, pictures: Path, predicted: d
         expect(page.locator("#result-class")).to_have_text(predicted["photo13.jpg"]["class"])
         expect(page.locator("#top li")).to_have_count(3)
         page.get_by_label("한국어").check()  # the toggle: the same answer in Korean
-        expect(page.locator("#result-class")).to_have_text(CLASS_NAMES["ko"][int(predicted["photo13.jpg"]["index"])])
+        expect(page.locator("#result-class")).to_have_text(
+            FASHION_MNIST.names("ko")[int(predicted["photo13.jpg"]["index"])]
+        )
         page.get_by_label("English").check()
         first = page.locator("#examples button").first
         first.focus()

@@ -14,9 +14,10 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from fmnist_pl import plots
 from fmnist_pl.atomic import atomic_path
+from fmnist_pl.data.sets import DataSet, normalization, of_datamodule
 from fmnist_pl.errors import check_at_least
-from fmnist_pl.fashion_mnist import Normalization, normalization
 from fmnist_pl.hparams import run_hyperparameters
+from fmnist_pl.pixels import Normalization
 
 
 class TensorBoardFigures(Callback):
@@ -56,8 +57,10 @@ class TensorBoardFigures(Callback):
         self.confusion: dict[str, MulticlassConfusionMatrix] = {}
         self._mistakes: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self._grid_logged = False
+        self.dataset: DataSet | None = None  # the run's, from its data module at setup
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self.dataset = of_datamodule(trainer.datamodule)
         num_classes = pl_module.num_classes
         for split in ("val", "test"):
             self.confusion[split] = MulticlassConfusionMatrix(num_classes, validate_args=False).to(pl_module.device)
@@ -74,7 +77,7 @@ class TensorBoardFigures(Callback):
         if not self._active(trainer) or self._grid_logged:
             return
         images, labels = batch[:2]  # a distilling batch carries the teacher's scores third
-        names, font = plots.class_names(self.lang)
+        names, font = plots.class_names(self.dataset, self.lang)
         count = min(32, len(labels))
         figure = plots.image_grid(
             self._display(trainer, images[:count]),
@@ -101,9 +104,9 @@ class TensorBoardFigures(Callback):
             self._reset("val")
             return
         matrix = self.confusion["val"].compute()
-        names, font = plots.class_names(self.lang)
+        names, font = plots.class_names(self.dataset, self.lang)
         accuracy = matrix.diag() / matrix.sum(dim=1).clamp(min=1)
-        for name, value in zip(tag_names(), accuracy):
+        for name, value in zip(tag_names(self.dataset), accuracy):
             pl_module.log(f"val/acc_per_class/{name}", value)
         if self._active(trainer) and self._draw_now(trainer):
             step = trainer.current_epoch
@@ -153,9 +156,9 @@ class TensorBoardFigures(Callback):
             return
         matrix = self.confusion["test"].compute()
         self._reset("test")
-        names, font = plots.class_names(self.lang)
+        names, font = plots.class_names(self.dataset, self.lang)
         precision, recall, support = per_class(matrix)
-        for name, p, r in zip(tag_names(), precision, recall):
+        for name, p, r in zip(tag_names(self.dataset), precision, recall):
             pl_module.log(f"test/precision_per_class/{name}", p.float())
             pl_module.log(f"test/recall_per_class/{name}", r.float())
         # Every process must ask: under DDP, Trainer.log_dir is a broadcast from rank 0.
@@ -217,9 +220,9 @@ class TensorBoardFigures(Callback):
         trainer.logger.log_hyperparams(run_hyperparameters(trainer, pl_module), metrics)
 
 
-def tag_names() -> list[str]:
+def tag_names(dataset: DataSet) -> list[str]:
     """English class names fit for a TensorBoard tag ("/" would nest: T-shirt/top -> T-shirt-top)."""
-    return [name.replace("/", "-") for name in plots.CLASS_NAMES["en"]]
+    return [name.replace("/", "-") for name in dataset.names("en")]
 
 
 def per_class(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from fmnist_pl import plots
 from fmnist_pl.atomic import atomic_path
 from fmnist_pl.data.image_files import Skipped
+from fmnist_pl.data.sets import of_datamodule
 
 TOP_K = 3
 
@@ -67,7 +68,7 @@ class PredictionCSV(BasePredictionWriter):
         data = trainer.datamodule
         all_paths = getattr(data, "predict_paths", None)
         paths = [all_paths[i] for i in indices.tolist()] if all_paths else [f"test[{i}]" for i in indices.tolist()]
-        names, _ = plots.class_names(self.lang)
+        names, _ = plots.class_names(of_datamodule(data), self.lang)
         path = Path(self.output) if self.output else Path(log_dir or ".") / "predictions.csv"
         skipped = getattr(data, "predict_skipped", [])
         write_csv(path, paths, probabilities, names, skipped)

@@ -6,14 +6,15 @@ download), without training anything.
 
 import sys
 
-from fmnist_pl.data.files import ensure_files, local_source_dirs
+from fmnist_pl.data import sets
+from fmnist_pl.data.files import ensure_files
 from fmnist_pl.errors import UserError
 
 
 def main(argv: list[str]) -> int:
     data_dir = argv[0] if argv else "data"
     try:
-        folder = ensure_files(data_dir, local_source_dirs(), download=True)
+        folder = ensure_files(data_dir, sets.load(sets.DEFAULT))
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,4 +1,4 @@
-"""The LightningDataModule: FashionMNIST's train / val / test splits and their transforms."""
+"""The LightningDataModule: a data set's (FashionMNIST's by default) train / val / test splits and their transforms."""
 
 from __future__ import annotations
 
@@ -9,17 +9,17 @@ from typing import Literal
 import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import Dataset, Subset
-from torchvision.datasets import FashionMNIST
 from torchvision.transforms import v2
 
+from fmnist_pl.data import sets
 from fmnist_pl.data.augmentations import Augmentations
 from fmnist_pl.data.device_loader import DeviceLoader
 from fmnist_pl.data.epochs import EpochSampler
-from fmnist_pl.data.files import ensure_files, local_source_dirs, raw_dir, read_split
+from fmnist_pl.data.files import ensure_files, raw_dir, read_split
 from fmnist_pl.data.image_files import Invert, Skipped, find_images, load_images, warn_skipped
+from fmnist_pl.data.sets import normalization
 from fmnist_pl.data.torchvision_loader import TorchvisionLoader
 from fmnist_pl.errors import ConfigError, check_at_least, check_range
-from fmnist_pl.fashion_mnist import FASHION_MNIST_MEAN, FASHION_MNIST_STD, TRAIN_SIZE, normalization
 
 
 def split_indices(total: int, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -33,10 +33,12 @@ def split_indices(total: int, val_size: int, seed: int) -> tuple[torch.Tensor, t
 
 
 class FashionMNISTDataModule(LightningDataModule):
-    """FashionMNIST, offline first: train and validation from the 60,000 training images, test from the 10,000.
+    """FashionMNIST (or another data set of its format), offline first: train and validation from the
+    training images (60,000), test from the test images (10,000).
 
-    ``prepare_data`` finds the files (``data_dir``, then ``source_dir``, ``$FMNIST_DATA`` and
-    ``/usr/share/datasets/fashion-mnist``, then torchvision's download) and verifies their MD5s.
+    ``prepare_data`` finds the files (``data_dir``, then ``source_dir``, then the data set's own places:
+    for FashionMNIST ``$FMNIST_DATA`` and ``/usr/share/datasets/fashion-mnist``; then torchvision's
+    download) and verifies their MD5s.
 
     Two data paths give the same batches (every training image once per epoch, the same
     augmentations drawn alike, the same normalization, validation and test complete):
@@ -46,11 +48,14 @@ class FashionMNISTDataModule(LightningDataModule):
     transforms. Both apply :mod:`~fmnist_pl.data.augmentations` to uint8 batches.
 
     Args:
+        dataset: Import path of the data set's descriptor (:class:`fmnist_pl.data.sets.DataSet`): its
+            files, where to find them, its statistics and class names.
         data_dir: Folder for the decompressed files (``<data_dir>/FashionMNIST/raw``, torchvision's layout).
         source_dir: An extra folder holding the four files (``.gz`` or decompressed), searched before
-            ``$FMNIST_DATA`` and Debian's ``/usr/share/datasets/fashion-mnist``.
+            the data set's own places (for FashionMNIST ``$FMNIST_DATA`` and Debian's folder).
         download: Whether torchvision may download the files when no local copy is found.
-        val_size: Training images held out for validation, in [0, 60000).
+        val_size: Training images held out for validation, at least 0 and fewer than the data set's
+            training images (60,000 for FashionMNIST).
         split_seed: Seed of the train/validation split; independent of the training seed.
         batch_size: Images per batch, for every split; at least 1.
         num_workers: DataLoader worker processes; 0 loads in the main process.
@@ -61,8 +66,8 @@ class FashionMNISTDataModule(LightningDataModule):
             in are black (the background). An MLP has no built-in tolerance to position; this
             teaches it some. 0 turns it off.
         normalize: Whether to normalize images (train and eval alike) with ``mean`` and ``std``.
-        mean: Mean of the normalization, in units of the [0, 1] pixel scale (FashionMNIST's own by default).
-        std: Standard deviation of the normalization, in the same units; above 0.
+        mean: Mean of the normalization, in units of the [0, 1] pixel scale; None: the data set's own.
+        std: Standard deviation of the normalization, in the same units, above 0; None: the data set's own.
         loader: ``tensor`` (batches from tensors on the training device) or ``torchvision`` (DataLoader
             over torchvision's dataset; the only one that uses ``num_workers``).
         seed: Seed of the training order and of the augmentations (both paths); None takes the run's
@@ -75,6 +80,7 @@ class FashionMNISTDataModule(LightningDataModule):
 
     def __init__(
         self,
+        dataset: str = sets.DEFAULT,
         data_dir: str = "data",
         source_dir: str | None = None,
         download: bool = True,
@@ -86,19 +92,20 @@ class FashionMNISTDataModule(LightningDataModule):
         flip: bool = False,
         shift: int = 0,
         normalize: bool = True,
-        mean: float = FASHION_MNIST_MEAN,
-        std: float = FASHION_MNIST_STD,
+        mean: float | None = None,
+        std: float | None = None,
         loader: Literal["tensor", "torchvision"] = "tensor",
         seed: int | None = None,
         predict_path: str | None = None,
         invert: Invert = "auto",
     ) -> None:
         super().__init__()
-        check_range("--data.val_size", val_size, 0, TRAIN_SIZE)
+        self.dataset = sets.load(dataset)
+        check_range("--data.val_size", val_size, 0, self.dataset.train_size)
         check_at_least("--data.batch_size", batch_size, 1)
         check_at_least("--data.num_workers", num_workers, 0)
         check_range("--data.shift", shift, 0, 14)
-        if not std > 0:
+        if std is not None and not std > 0:
             raise ConfigError(f"--data.std must be above 0, got {std}")
         self.save_hyperparameters()
         self.augmentations = Augmentations.of(flip, shift)
@@ -114,7 +121,7 @@ class FashionMNISTDataModule(LightningDataModule):
     def prepare_data(self) -> None:
         if self.hparams.predict_path is not None and self.trainer is not None and self.trainer.predicting:
             return  # predicting image files needs none of the data set's files
-        ensure_files(self.hparams.data_dir, local_source_dirs(self.hparams.source_dir), self.hparams.download)
+        ensure_files(self.hparams.data_dir, self.dataset, self.hparams.source_dir, self.hparams.download)
 
     def setup(self, stage: str) -> None:
         if self.data_seed is None:
@@ -167,14 +174,15 @@ class FashionMNISTDataModule(LightningDataModule):
     def predict_dataloader(self) -> Iterable:
         return self._loader(self.predict_set if self.hparams.predict_path is not None else self.test_set)
 
-    def _dataset(self, train: bool) -> FashionMNIST:
+    def _dataset(self, train: bool) -> Dataset:
         """torchvision's data set, its PIL images as uint8 tensors ``(1, 28, 28)``: the loader augments
         and normalizes whole batches, as the tensor path does."""
-        return FashionMNIST(self.hparams.data_dir, train=train, transform=v2.PILToTensor(), download=False)
+        torchvision_class = self.dataset.torchvision_dataset()
+        return torchvision_class(self.hparams.data_dir, train=train, transform=v2.PILToTensor(), download=False)
 
     def _read_split(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
-        images, labels = read_split(raw_dir(self.hparams.data_dir), split)
+        images, labels = read_split(raw_dir(self.hparams.data_dir, self.dataset), self.dataset, split)
         return images.to(device), labels.long().to(device)
 
     def _loader(self, split: Dataset | TensorSplit | None, train: bool = False) -> Iterable:

@@ -18,7 +18,7 @@ import torch
 
 from fmnist_pl.data.augmentations import Augmentations
 from fmnist_pl.data.epochs import EpochSampler, ResumableEpoch
-from fmnist_pl.fashion_mnist import Normalization, to_unit
+from fmnist_pl.pixels import Normalization, to_unit
 
 
 class DeviceLoader(ResumableEpoch):

@@ -103,7 +103,7 @@ class ResumableEpoch:
 
     def _counted(self, batches: Iterable[T]) -> Iterator[T]:
         start = self.sampler.start() if isinstance(self.sampler, EpochSampler) else 0
-        self._served = start // self.batch_size
+        self._served = start // self.batch_size if start else 0  # Lightning's predict loader has no batch_size
         for batch in batches:
             self._served += 1
             yield batch

@@ -20,7 +20,7 @@ from PIL import Image, ImageChops, UnidentifiedImageError
 
 from fmnist_pl.data.png_check import png_shortfall
 from fmnist_pl.errors import DataError
-from fmnist_pl.fashion_mnist import IMAGE_SHAPE, to_unit
+from fmnist_pl.pixels import IMAGE_SHAPE, to_unit
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 Invert = Literal["auto", "true", "false"]

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 from fmnist_pl.data.augmentations import Augmentations
 from fmnist_pl.data.device_loader import to_inputs
 from fmnist_pl.data.epochs import EpochSampler, ResumableEpoch
-from fmnist_pl.fashion_mnist import Normalization
+from fmnist_pl.pixels import Normalization
 
 
 class TorchvisionLoader(ResumableEpoch, DataLoader):

@@ -16,7 +16,7 @@ import litserve as ls
 import torch
 from torch import nn
 
-from fmnist_pl.fashion_mnist import IMAGE_SHAPE, to_unit
+from fmnist_pl.pixels import IMAGE_SHAPE, to_unit
 
 
 class FashionAPI(ls.LitAPI):

@@ -183,7 +183,7 @@ def serve(args: argparse.Namespace, path: Path, checkpoint: dict[str, Any], netw
         restart_workers=True,
         model_metadata=model_card.info(path, checkpoint),
     )
-    install_routes(server, api, model_card.identity(path, checkpoint), examples)
+    install_routes(server, api, model_card.identity(path, checkpoint), model_card.class_names(checkpoint), examples)
     # LitServe's default is one HTTP process an inference worker. Each queues its requests through a
     # multiprocessing manager, one round trip at a time, which keeps a single one from using a core:
     # two served 1.1-1.65x the requests of one on 2 CPU cores (benchmarks/serve_throughput.py, docs/serving.md).

@@ -10,9 +10,9 @@ from typing import Any
 
 import torch
 
-from fmnist_pl.data.files import SPLIT_FILES, ensure_files, local_source_dirs, read_split
+from fmnist_pl.data import sets
+from fmnist_pl.data.files import ensure_files, read_split
 from fmnist_pl.errors import DataError
-from fmnist_pl.fashion_mnist import CLASS_NAMES, normalization
 from fmnist_pl.serve.pictures import Picture
 
 SHA256_PREFIX = 12
@@ -33,10 +33,10 @@ def info(path: Path, checkpoint: dict[str, Any]) -> dict[str, Any]:
     """``GET /info``'s ``model`` part: the identity, the classes, the network's config and the input rule."""
     model_hparams = checkpoint.get("hyper_parameters", {})
     data_hparams = checkpoint.get("datamodule_hyper_parameters", {})
-    stats = normalization(data_hparams)
+    stats = sets.normalization(data_hparams)
     card = {
         **identity(path, checkpoint),
-        "classes": {lang: list(names) for lang, names in CLASS_NAMES.items()},
+        "classes": {lang: list(names) for lang, names in class_names(checkpoint).items()},
         "network": model_hparams.get("net"),
         "tta_flip": bool(model_hparams.get("tta_flip", False)),
         "input": {"shape": [1, 28, 28], "normalization": {"mean": stats.mean, "std": stats.std}},
@@ -44,31 +44,40 @@ def info(path: Path, checkpoint: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(card, default=str))  # LitServe refuses metadata that is not JSON
 
 
+def class_names(checkpoint: dict[str, Any]) -> dict[str, tuple[str, ...]]:
+    """The class names of the checkpoint's data set in the page's two languages (English where it has no Korean)."""
+    dataset = sets.of_hparams(checkpoint.get("datamodule_hyper_parameters", {}))
+    return {lang: dataset.names(lang) for lang in ("en", "ko")}
+
+
 def examples(checkpoint: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
     """A dozen test images (the first of each class, then the next ones), each with its true class;
     and, when the test split cannot be found without downloading it, why there are none."""
     data_hparams = checkpoint.get("datamodule_hyper_parameters", {})
+    dataset = sets.of_hparams(data_hparams)
     try:
         folder = ensure_files(
             data_hparams.get("data_dir", "data"),
-            local_source_dirs(data_hparams.get("source_dir")),
+            dataset,
+            data_hparams.get("source_dir"),
             download=False,
-            files=SPLIT_FILES["test"],
+            files=dataset.files["test"],
         )
     except DataError as err:
         return [], str(err)
-    images, labels = read_split(folder, "test")
-    firsts = [int((labels == label).nonzero()[0]) for label in range(len(CLASS_NAMES["en"]))]
+    images, labels = read_split(folder, dataset, "test")
+    names = class_names(checkpoint)
+    firsts = [int(found[0]) for label in range(dataset.num_classes) if len(found := (labels == label).nonzero())]
     others = [index for index in range(len(labels)) if index not in firsts][: EXAMPLES - len(firsts)]
     chosen = sorted(firsts + others)
-    return [_example(index, images[index], int(labels[index])) for index in chosen], None
+    return [_example(index, images[index], int(labels[index]), names) for index in chosen], None
 
 
-def _example(index: int, image: torch.Tensor, label: int) -> dict[str, Any]:
+def _example(index: int, image: torch.Tensor, label: int, names: dict[str, tuple[str, ...]]) -> dict[str, Any]:
     return {
         "test_index": index,
         "label": label,
-        **{lang: names[label] for lang, names in CLASS_NAMES.items()},
+        **{lang: names_in[label] for lang, names_in in names.items()},
         "png_base64": Picture.from_pixels(image.numpy().tobytes()).png_base64,
     }
 

@@ -25,7 +25,7 @@ from fmnist_pl.data.image_files import (
     load_image,
     why_unreadable,
 )
-from fmnist_pl.fashion_mnist import IMAGE_SHAPE
+from fmnist_pl.pixels import IMAGE_SHAPE
 
 FORMATS = "PNG, JPEG, GIF, BMP or WebP"
 

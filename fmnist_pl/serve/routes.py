@@ -17,7 +17,6 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
-from fmnist_pl.fashion_mnist import CLASS_NAMES
 from fmnist_pl.serve.litserve_internals import queue_for_workers
 from fmnist_pl.serve.pictures import Picture, prepare, upload_bytes
 from fmnist_pl.serve.schema import PREDICT_BODY, PREDICT_ERRORS, Example, Prediction
@@ -26,7 +25,11 @@ PAGE = "page.html"
 
 
 def install_routes(
-    server: ls.LitServer, api: ls.LitAPI, identity: dict[str, Any], examples: list[dict[str, Any]]
+    server: ls.LitServer,
+    api: ls.LitAPI,
+    identity: dict[str, Any],
+    class_names: dict[str, tuple[str, ...]],
+    examples: list[dict[str, Any]],
 ) -> None:
     """Put the page, ``POST /predict`` and ``GET /examples`` on ``server.app`` in place of LitServe's
     ``GET /`` (a line of text) and its ``POST /predict``; ``/health``, ``/info`` and ``/docs`` stay LitServe's.
@@ -44,7 +47,7 @@ def install_routes(
 
     @app.get("/examples", dependencies=authorized, response_model=list[Example])
     async def list_examples() -> list[dict[str, Any]]:
-        """A dozen FashionMNIST test images with their true classes (none when the server has no test split)."""
+        """A dozen test images of the model's data set, with their true classes (none without a test split)."""
         return examples
 
     @app.post(
@@ -60,18 +63,22 @@ def install_routes(
         data = upload_bytes(request.headers.get("content-type", ""), await request.body())
         picture = await run_in_threadpool(prepare, data)
         answer = await to_workers({"pixels": picture.pixels})
-        return prediction(answer["probabilities"], answer["batch_size"], picture, identity)
+        return prediction(answer["probabilities"], answer["batch_size"], picture, identity, class_names)
 
 
 def prediction(
-    probabilities: list[float], batch_size: int, picture: Picture, identity: dict[str, Any]
+    probabilities: list[float],
+    batch_size: int,
+    picture: Picture,
+    identity: dict[str, Any],
+    class_names: dict[str, tuple[str, ...]],
 ) -> dict[str, Any]:
     """``POST /predict``'s answer (:class:`~fmnist_pl.serve.schema.Prediction`)."""
     ranked = sorted(range(len(probabilities)), key=lambda index: -probabilities[index])
     classes = [
         {
             "index": index,
-            **{lang: names[index] for lang, names in CLASS_NAMES.items()},
+            **{lang: names[index] for lang, names in class_names.items()},
             "probability": probabilities[index],
         }
         for index in ranked

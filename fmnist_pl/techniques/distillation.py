@@ -13,8 +13,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from fmnist_pl.errors import CheckpointError
-from fmnist_pl.fashion_mnist import Normalization, to_unit
 from fmnist_pl.model import FlipAveraged, output_width
+from fmnist_pl.pixels import Normalization, to_unit
 from fmnist_pl.runs import newest_checkpoint
 
 OPTION = "--model.teacher"

@@ -53,8 +53,6 @@ def fit_command(epochs: int, data_dir: str, log_dir: str, extra: list[str], how:
         "--config",
         str(REPO / "configs" / "fast.yaml"),
         f"--trainer.max_epochs={epochs}",
-        f"--trainer.check_val_every_n_epoch={epochs}",
-        f"--model.scheduler.init_args.total_steps={epochs * 215}",
         "--trainer.enable_progress_bar=false",
         f"--trainer.logger.init_args.save_dir={log_dir}",
         f"--data.data_dir={data_dir}",

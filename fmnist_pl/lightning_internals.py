@@ -12,7 +12,7 @@ import tempfile
 from typing import Any
 
 import lightning
-from lightning.pytorch import LightningModule
+from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 
@@ -58,6 +58,17 @@ class CheapHookBookkeeping:
             super().__setattr__(name, value)
 
 
+def restore_training_loader_state(trainer: Trainer) -> None:
+    """Hand the training loader the state a resumed checkpoint holds for it, if Lightning has not.
+
+    Reading ``trainer.estimated_stepping_batches`` in ``configure_optimizers`` makes the fit loop build
+    the training loader before the checkpoint is restored, and Lightning 2.6 then never gives that
+    loader its saved state (Lightning-AI/pytorch-lightning#20550): a fit resumed mid-epoch would
+    start the epoch again. Called when training starts: after the restore, before the first batch.
+    """
+    trainer.fit_loop._load_combined_loader_states()
+
+
 def missing() -> list[str]:
     """The private names above that the installed Lightning no longer has or no longer uses, with its version."""
     gone = []
@@ -73,4 +84,8 @@ def missing() -> list[str]:
                 gone.append(f"{logger_class.__name__}._version (set_version, version_unset)")
     if "_current_fx_name" not in vars(LightningModule()):
         gone.append("LightningModule._current_fx_name (CheapHookBookkeeping)")
+    from lightning.pytorch.loops.fit_loop import _FitLoop
+
+    if not callable(getattr(_FitLoop, "_load_combined_loader_states", None)):
+        gone.append("_FitLoop._load_combined_loader_states (restore_training_loader_state)")
     return [f"lightning {lightning.__version__}: {name}" for name in gone]

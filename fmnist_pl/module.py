@@ -20,12 +20,13 @@ from fmnist_pl.checkpoints import SafeLoading, check_is_ours, load_checkpoint
 from fmnist_pl.data.sets import normalization
 from fmnist_pl.errors import CheckpointError, ConfigError, check_at_least, check_range
 from fmnist_pl.hparams import describe_factory, training_settings
-from fmnist_pl.lightning_internals import CheapHookBookkeeping
+from fmnist_pl.lightning_internals import CheapHookBookkeeping, restore_training_loader_state
 from fmnist_pl.model import MLP, FlipAveraged, Normalized, compile_network, output_width
 from fmnist_pl.pixels import IMAGE_SHAPE
 from fmnist_pl.techniques.distillation import Distillation
 from fmnist_pl.techniques.epoch_metrics import EpochMetrics
 from fmnist_pl.techniques.mixup import Mixup
+from fmnist_pl.techniques.schedule_length import build_scheduler
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -56,7 +57,9 @@ class FashionClassifier(SafeLoading, CheapHookBookkeeping, LightningModule):
         tta_flip: Score each image and its mirror image and average the two predicted distributions
             (test-time augmentation for validation, test, predict and export; twice the inference cost).
         optimizer: Builds the optimizer from the parameters (default: SGD, lr 0.01).
-        scheduler: Builds an optional learning-rate scheduler from the optimizer.
+        scheduler: Builds an optional learning-rate scheduler from the optimizer. OneCycleLR without
+            ``total_steps`` and CosineAnnealingLR (``fmnist_pl.techniques.schedule_length``'s) without
+            ``T_max`` last the whole run, however long (``--trainer.max_epochs`` alone sets it).
         scheduler_interval: Step the scheduler after every ``epoch`` or after every optimizer ``step``.
         scheduler_monitor: The logged value ``ReduceLROnPlateau`` follows (any ``train/`` or ``val/``
             scalar); epochs with no validation leave a ``val/`` one alone.
@@ -243,6 +246,9 @@ class FashionClassifier(SafeLoading, CheapHookBookkeeping, LightningModule):
             how = "its logits for the training images computed once"
         rank_zero_info(f"distilling from {path} ({how})")
 
+    def on_train_start(self) -> None:
+        restore_training_loader_state(self.trainer)  # the schedule's length was read before the restore
+
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train", self.train_metrics)
 
@@ -264,7 +270,9 @@ class FashionClassifier(SafeLoading, CheapHookBookkeeping, LightningModule):
                 group["lr"] = self._lr
         if self.scheduler_factory is None:
             return optimizer
-        scheduler = {"scheduler": self.scheduler_factory(optimizer), "interval": self.hparams.scheduler_interval}
+        interval = self.hparams.scheduler_interval
+        scheduler = {"scheduler": build_scheduler(self.scheduler_factory, optimizer, interval, lambda: self.trainer)}
+        scheduler["interval"] = interval
         if isinstance(scheduler["scheduler"], torch.optim.lr_scheduler.ReduceLROnPlateau):
             # strict=False: Lightning skips the step when the value is missing (no validation yet).
             scheduler |= {"monitor": self.hparams.scheduler_monitor, "strict": False}

@@ -33,14 +33,14 @@ SPACE = {
 
 
 def trial_options(data_dir: Path, batches: int = 10, epochs: int = 1) -> list[str]:
-    """Options for every trial: fast.yaml shrunk to ``epochs`` of ``batches`` batches, validated each epoch."""
+    """Options for every trial: fast.yaml shrunk to ``epochs`` of ``batches`` batches, validated each epoch
+    (without its ValidateOnceAtTheEnd, its only callback)."""
     return [
         *QUIET,
         f"--trainer.max_epochs={epochs}",
-        "--trainer.check_val_every_n_epoch=1",
+        "--trainer.callbacks=[]",
         f"--trainer.limit_train_batches={batches}",
         "--trainer.limit_val_batches=4",
-        f"--model.scheduler.init_args.total_steps={batches * epochs}",
         f"--data.data_dir={data_dir}",
     ]
 
@@ -278,14 +278,14 @@ def test_workers_on_one_machine_split_its_cores_and_keep_below_omp_num_threads(
         # Options under which no trial could report the metric: refused before anything trains.
         (
             {},
-            ["--trainer.max_epochs=2"],
-            "sweep: no trial would log val/acc: --trainer.check_val_every_n_epoch 8 is more than "
+            ["--trainer.callbacks=[]", "--trainer.check_val_every_n_epoch=3", "--trainer.max_epochs=2"],
+            "sweep: no trial would log val/acc: --trainer.check_val_every_n_epoch 3 is more than "
             "--trainer.max_epochs 2, so no fit validates; give --trainer.check_val_every_n_epoch 2 as well",
         ),
         ({}, ["--trainer.limit_val_batches=0"], "--trainer.limit_val_batches 0.0 turns validation off"),
         (
             {"space": {**SPACE, "trainer.max_epochs": {"low": 4, "high": 10}}},
-            [],
+            ["--trainer.callbacks=[]", "--trainer.check_val_every_n_epoch=8"],
             "space.trainer.max_epochs can take 4, and then --trainer.check_val_every_n_epoch 8 is more than",
         ),
         ({"metric": "val/acc_typo"}, [], "metric val/acc_typo is never logged; a validation logs val/loss, val/acc"),

@@ -20,7 +20,6 @@ from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.profilers import PassThroughProfiler
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
@@ -32,12 +31,25 @@ from fmnist_pl.callbacks.progress import PacedProgressBar
 from fmnist_pl.callbacks.rng_state import RestoreRNGState
 from fmnist_pl.checkpoints import SafeCheckpointIO, check_fits, check_is_ours, load_checkpoint
 from fmnist_pl.data.datamodule import FashionMNISTDataModule
-from fmnist_pl.errors import CheckpointError, ConfigError, one_line
+from fmnist_pl.errors import BadArgument, CheckpointError, ConfigError, find_cause, one_line
 from fmnist_pl.hparams import public
-from fmnist_pl.lightning_internals import KeepCommandLineOverCheckpoint, set_version, subcommand_parser, version_unset
+from fmnist_pl.lightning_internals import (
+    KeepCommandLineOverCheckpoint,
+    epochs_trained,
+    set_version,
+    subcommand_parser,
+    version_unset,
+)
 from fmnist_pl.model import MLP
 from fmnist_pl.module import FashionClassifier
-from fmnist_pl.runs import claim_evaluation_folder, claim_run_folder, newest_checkpoint, run_folder_of, runs_folder
+from fmnist_pl.runs import (
+    claim_evaluation_folder,
+    claim_run_folder,
+    newest_checkpoint,
+    run_folder_of,
+    runs_folder,
+    teacher_checkpoint,
+)
 from fmnist_pl.speed import QuietProfiler
 from fmnist_pl.usage import (
     closest_option,
@@ -103,8 +115,7 @@ def check_not_finished(path: Path, checkpoint: dict[str, Any], trainer_config: A
     ``max_epochs`` or ``max_steps``. Raised before anything is written (Lightning would log a new empty
     run and rewrite its config)."""
     max_epochs, max_steps = trainer_config.get("max_epochs"), trainer_config.get("max_steps") or -1
-    progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {})
-    epochs_done = progress.get("current", {}).get("processed", 0)
+    epochs_done = epochs_trained(checkpoint)
     steps_done = checkpoint.get("global_step", 0)
     if max_steps != -1 and steps_done >= max_steps:
         reached, longer = f"max_steps={max_steps} (it made {steps_done} steps)", "--trainer.max_steps"
@@ -130,6 +141,27 @@ def tensorboard_logger(save_dir: str, name: str, version: str | None = None) -> 
     if version is not None:
         init_args["version"] = version
     return {"class_path": "lightning.pytorch.loggers.TensorBoardLogger", "init_args": init_args}
+
+
+def option_of(config: Any, owner: type, name: str) -> str:
+    """The command-line option that gives ``owner``'s argument ``name``: ``--<key>.<name>`` for the config
+    key whose ``class_path`` is ``owner`` (``--model.net.dropout``), else ``<Class> <name>``."""
+    wanted = f"{owner.__module__}.{owner.__qualname__}"
+
+    def search(node: Any, key: str) -> str | None:
+        if isinstance(node, dict):
+            if node.get("class_path") == wanted:
+                return key
+            for child, value in node.items():
+                if (found := search(value, f"{key}.{child}" if key else child)) is not None:
+                    return found
+        return None
+
+    tree = config.as_dict() if hasattr(config, "as_dict") else config
+    key = search(tree, "")
+    if key is None:
+        return f"{owner.__name__} {name}"
+    return f"--{key.split('.', 1)[1] if key.split('.', 1)[0] in LightningCLI.subcommands() else key}.{name}"
 
 
 class HintingParser(LightningArgumentParser):
@@ -181,6 +213,8 @@ class FashionCLI(KeepCommandLineOverCheckpoint, LightningCLI):
             trainer_defaults={
                 # A config names its runs with trainer.logger.init_args.name; the rest stays as here.
                 "logger": tensorboard_logger("lightning_logs", "default"),
+                # Lightning's no-op profiler, cheaper (fmnist_pl.speed); any --trainer.profiler replaces it.
+                "profiler": {"class_path": f"{QuietProfiler.__module__}.{QuietProfiler.__qualname__}"},
                 # The persistent callbacks are added in instantiate_trainer, which knows enable_checkpointing.
             },
             # Each run has its own version folder; overwriting only matters for a fixed --trainer.logger.version.
@@ -260,13 +294,26 @@ class FashionCLI(KeepCommandLineOverCheckpoint, LightningCLI):
     def before_instantiate_classes(self) -> None:
         quiet_unactionable(self.subcommand)
         config = self.config[self.subcommand] if self.subcommand else self.config
+        if self.subcommand == "fit" and config.model.get("teacher"):
+            # A run name's folder is the command line's to resolve; the model takes a file.
+            config.model.teacher = str(teacher_checkpoint(config.model.teacher))
         if config.float32_matmul_precision is not None and torch.cuda.is_available():
             torch.set_float32_matmul_precision(config.float32_matmul_precision)
 
+    def instantiate_classes(self) -> None:
+        """LightningCLI's, with a class's own complaint about an argument (``BadArgument``: the networks
+        know no command line) turned into one naming the option that set it (``--model.net.dropout``)."""
+        try:
+            super().instantiate_classes()
+        except Exception as err:
+            bad = find_cause(err, BadArgument)
+            if bad is None:
+                raise
+            raise bad.for_option(option_of(self.config, bad.owner, bad.name)) from None
+
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """The Trainer, with this project's persistent callbacks (:func:`always_on_callbacks`), reading
-        and writing checkpoints through ``SafeCheckpointIO`` unless told otherwise, and with
-        :class:`~fmnist_pl.speed.QuietProfiler` when no profiler is asked for.
+        and writing checkpoints through ``SafeCheckpointIO`` unless told otherwise.
 
         The checkpoint IO is set on the strategy rather than as a default of ``--trainer.plugins``, so
         that plugins given for other reasons (precision, environments) do not silently drop it. A
@@ -285,8 +332,6 @@ class FashionCLI(KeepCommandLineOverCheckpoint, LightningCLI):
         trainer.callbacks = [callback for callback in trainer.callbacks if self._acts(callback)]
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
             trainer.strategy.checkpoint_io = SafeCheckpointIO()
-        if type(trainer.profiler) is PassThroughProfiler:  # no --trainer.profiler given
-            trainer.profiler = QuietProfiler()
         self._claim_run_folder(trainer)
         self._claim_evaluation_folder(trainer)
         return trainer

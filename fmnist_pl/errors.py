@@ -30,6 +30,18 @@ class NonFiniteLossError(UserError):
     """The training loss became NaN or infinite; training stops before anything is saved."""
 
 
+class BadArgument(ConfigError):
+    """A class's argument outside its range, named as the class knows it (``MLP``'s ``dropout``): the
+    class knows no command line, which names the option (``--model.net.dropout``) with :meth:`for_option`."""
+
+    def __init__(self, owner: type, name: str, problem: str) -> None:
+        super().__init__(f"{owner.__name__}: {name} {problem}")
+        self.owner, self.name, self.problem = owner, name, problem
+
+    def for_option(self, option: str) -> ConfigError:
+        return ConfigError(f"{option} {self.problem}")
+
+
 def check_range(option: str, value: float, low: float, high: float) -> None:
     """Raise ``ConfigError`` naming ``option`` unless ``low <= value < high``."""
     if not low <= value < high:
@@ -40,6 +52,14 @@ def check_at_least(option: str, value: float, low: float) -> None:
     """Raise ``ConfigError`` naming ``option`` unless ``value >= low``."""
     if value < low:
         raise ConfigError(f"{option} must be at least {low}, got {value}")
+
+
+def find_cause(error: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """The first exception of ``kind`` along ``error``'s chain of causes, itself included."""
+    seen: BaseException | None = error
+    while seen is not None and not isinstance(seen, kind):
+        seen = seen.__cause__ or seen.__context__
+    return seen
 
 
 def one_line(error: BaseException) -> str | None:

@@ -1,4 +1,5 @@
-"""The private names of Lightning that this project relies on, all in one place.
+"""The private names of Lightning that this project relies on, all in one place: attributes, and the
+layout of the checkpoint's loops and callback states.
 
 Each one does something no public mechanism of Lightning 2.6 does. A private name can be renamed or
 dropped in any release, and then an override of it silently stops working: :func:`missing` lists
@@ -67,6 +68,27 @@ def restore_training_loader_state(trainer: Trainer) -> None:
     start the epoch again. Called when training starts: after the restore, before the first batch.
     """
     trainer.fit_loop._load_combined_loader_states()
+
+
+def epochs_trained(checkpoint: dict[str, Any]) -> int:
+    """How many epochs the fit that wrote ``checkpoint`` had finished (its fit loop's progress)."""
+    progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {})
+    return int(progress.get("current", {}).get("processed", 0))
+
+
+def batches_trained(trainer: Trainer) -> int:
+    """Training batches completed in the current epoch (the fit loop's progress)."""
+    return trainer.fit_loop.epoch_loop.batch_progress.current.completed
+
+
+def model_checkpoint_states(checkpoint: dict[str, Any]) -> list[dict[str, Any]]:
+    """The saved states of the run's ``ModelCheckpoint`` callbacks (``dirpath``, ``monitor``,
+    ``best_model_path``, ``current_score``...), which Lightning keys by a string of the class name
+    and its settings."""
+    states = checkpoint.get("callbacks", {})
+    return [
+        state for key, state in states.items() if str(key).startswith("ModelCheckpoint") and isinstance(state, dict)
+    ]
 
 
 def missing() -> list[str]:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from fmnist_pl.errors import ConfigError, check_range
+from fmnist_pl.errors import BadArgument
 from fmnist_pl.pixels import IMAGE_SHAPE, INPUT_SIZE, Normalization
 
 
@@ -28,10 +28,16 @@ def fully_connected(width: int, hidden_sizes: Sequence[int], num_classes: int, d
     return layers
 
 
-def check_layer_sizes(option: str, sizes: Sequence[int]) -> None:
-    """Raise ``ConfigError`` naming ``option`` unless ``sizes`` is a non-empty list of integers >= 1."""
+def check_layer_sizes(owner: type, name: str, sizes: Sequence[int]) -> None:
+    """Raise ``BadArgument`` unless ``owner``'s argument ``name``, ``sizes``, is a non-empty list of integers >= 1."""
     if not sizes or min(sizes) < 1:
-        raise ConfigError(f"{option} must be a non-empty list of integers >= 1, got {list(sizes)}")
+        raise BadArgument(owner, name, f"must be a non-empty list of integers >= 1, got {list(sizes)}")
+
+
+def check_dropout(owner: type, dropout: float) -> None:
+    """Raise ``BadArgument`` unless ``owner``'s ``dropout`` is a probability below 1."""
+    if not 0.0 <= dropout < 1.0:
+        raise BadArgument(owner, "dropout", f"must be in [0.0, 1.0), got {dropout}")
 
 
 class MLP(nn.Module):
@@ -55,8 +61,8 @@ class MLP(nn.Module):
         num_classes: int = 10,
     ) -> None:
         super().__init__()
-        check_layer_sizes("--model.net.hidden_sizes", hidden_sizes)
-        check_range("--model.net.dropout", dropout, 0.0, 1.0)
+        check_layer_sizes(MLP, "hidden_sizes", hidden_sizes)
+        check_dropout(MLP, dropout)
         self.layers = nn.Sequential(nn.Flatten(), *fully_connected(input_size, hidden_sizes, num_classes, dropout))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -86,9 +92,9 @@ class CNN(nn.Module):
         num_classes: int = 10,
     ) -> None:
         super().__init__()
-        check_layer_sizes("--model.net.hidden_sizes", hidden_sizes)
-        check_layer_sizes("--model.net.channels", channels)
-        check_range("--model.net.dropout", dropout, 0.0, 1.0)
+        check_layer_sizes(CNN, "hidden_sizes", hidden_sizes)
+        check_layer_sizes(CNN, "channels", channels)
+        check_dropout(CNN, dropout)
         layers: list[nn.Module] = []
         width = 1
         for out in channels:

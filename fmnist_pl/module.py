@@ -190,7 +190,8 @@ class FashionClassifier(SafeLoading, CheapHookBookkeeping, LightningModule):
     def training_step(
         self, batch: Batch | tuple[torch.Tensor, torch.Tensor, torch.Tensor], batch_idx: int
     ) -> torch.Tensor:
-        images, targets, *cached_teacher_scores = batch
+        images, targets = batch[0], batch[1]
+        cached_scores = getattr(batch, "teacher_scores", None)  # a TeacherScoredBatch's
         soft_targets = None
         if self.mixup is not None:
             images, soft_targets = self.mixup(images, targets)
@@ -200,8 +201,8 @@ class FashionClassifier(SafeLoading, CheapHookBookkeeping, LightningModule):
         )
         if self.distillation is not None:
             # Cached scores are for the loader's images; mixed ones are scored as they are.
-            cached = cached_teacher_scores and self.mixup is None
-            teacher_scores = cached_teacher_scores[0] if cached else self.distillation.scores(images)
+            cached = cached_scores is not None and self.mixup is None
+            teacher_scores = cached_scores if cached else self.distillation.scores(images)
             loss = self.distillation.loss(loss, scores, teacher_scores)
         self.train_metrics.add(loss, scores.argmax(dim=1), targets)
         return loss

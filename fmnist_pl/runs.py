@@ -9,6 +9,7 @@ from typing import Any
 from fmnist_pl.atomic import describe
 from fmnist_pl.checkpoints import load_checkpoint
 from fmnist_pl.errors import CheckpointError, WriteError
+from fmnist_pl.lightning_internals import model_checkpoint_states
 
 # TensorBoardLogger's and CSVLogger's default name, used when a logger is given without one.
 _DEFAULT_NAME = "lightning_logs"
@@ -112,6 +113,21 @@ def claim_free_folder(parent: Path, name_of: Callable[[int], str], first: int) -
             ) from None
 
 
+def teacher_checkpoint(spec: str, option: str = "--model.teacher") -> Path:
+    """A checkpoint file as given, or for a run name's folder (``lightning_logs/teacher``) its newest run's
+    best checkpoint."""
+    path = Path(spec)
+    if not path.is_dir():
+        return path
+    try:
+        return newest_checkpoint(path, "best")
+    except CheckpointError:
+        raise CheckpointError(
+            f"{option} {spec}: no run in this folder has a best-*.ckpt; train the teacher first "
+            "(python -m fmnist_pl fit --config configs/teacher.yaml) or give a checkpoint's path."
+        ) from None
+
+
 def run_folder_of(ckpt_path: Path, checkpoint: dict[str, Any]) -> Path | None:
     """The run folder of a checkpoint kept in a run's ``checkpoints/`` (beside its ``config.yaml``), or None.
 
@@ -122,8 +138,8 @@ def run_folder_of(ckpt_path: Path, checkpoint: dict[str, Any]) -> Path | None:
     folder = ckpt_path.resolve().parent
     if folder.name != "checkpoints" or not (folder.parent / "config.yaml").is_file():
         return None
-    for state in checkpoint.get("callbacks", {}).values():
-        recorded = state.get("dirpath") if isinstance(state, dict) else None
+    for state in model_checkpoint_states(checkpoint):
+        recorded = state.get("dirpath")
         if recorded and Path(recorded).is_dir() and Path(recorded).resolve() == folder:
             return Path(recorded).parent
     return folder.parent
@@ -135,8 +151,7 @@ def _written_at(path: Path) -> int:
 
 def _recorded_best(checkpoint_path: Path) -> str | None:
     """The file name a checkpoint's ``ModelCheckpoint`` state calls best, if it holds one."""
-    states = load_checkpoint(checkpoint_path).get("callbacks", {})
-    for key, state in states.items():
-        if str(key).startswith("ModelCheckpoint") and state.get("monitor") and state.get("best_model_path"):
+    for state in model_checkpoint_states(load_checkpoint(checkpoint_path)):
+        if state.get("monitor") and state.get("best_model_path"):
             return Path(state["best_model_path"]).name
     return None

@@ -13,6 +13,7 @@ from argparse import ArgumentParser
 from pathlib import Path
 from typing import Any
 
+from fmnist_pl.argparse_internals import option_strings
 from fmnist_pl.errors import ConfigError
 
 
@@ -22,7 +23,7 @@ def closest_option(parser: ArgumentParser, message: str) -> str | None:
     -> ``--model.net.hidden_sizes``); None for any other error."""
     if match := re.search(r"unrecognized arguments:\s*(\S+)", message, re.IGNORECASE):
         given = match.group(1).split("=", 1)[0]
-        options = [option for action in getattr(parser, "_actions", []) for option in action.option_strings]
+        options = option_strings(parser)
     elif match := re.search(
         r'Parser key "([\w.]+)":.*?given class_path \'([\w.]+)\':\s*Option \'(\w+)\' is not accepted',
         message,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from torch import nn
 from torch.nn import functional as F
 
@@ -120,7 +121,10 @@ def test_teacher_then_student_and_the_student_needs_no_teacher_afterwards(
     checkpoint = torch.load(student_ckpt, weights_only=True)
     assert {key.split(".")[0] for key in checkpoint["state_dict"]} == {"net", "val_acc_best"}
     assert checkpoint["state_dict"]["net.layers.1.weight"].shape == (256, 784)  # the MLP, not the CNN
-    assert checkpoint["hyper_parameters"]["teacher"] == str(teacher_copy)
+    # The command line resolved the run name's folder: the run records the very file that taught it.
+    assert checkpoint["hyper_parameters"]["teacher"] == str(best_ckpt)
+    saved_config = yaml.safe_load((student_ckpt.parents[1] / "config.yaml").read_text())
+    assert saved_config["model"]["teacher"] == str(best_ckpt)
 
     shutil.rmtree(teacher_copy)
     run_main(["test", f"--ckpt_path={student_ckpt}", "--trainer.enable_progress_bar=false"], tmp_path, monkeypatch)

@@ -90,16 +90,18 @@ def test_scheduler_is_wired_when_given() -> None:
 @pytest.mark.parametrize(
     ("build", "option"),
     [
-        (lambda: MLP(dropout=1.0), "--model.net.dropout"),
-        (lambda: MLP(dropout=-0.1), "--model.net.dropout"),
-        (lambda: MLP(hidden_sizes=[]), "--model.net.hidden_sizes"),
-        (lambda: MLP(hidden_sizes=[256, 0]), "--model.net.hidden_sizes"),
-        (lambda: CNN(channels=[8, 0]), "--model.net.channels"),
+        (lambda: MLP(dropout=1.0), "MLP: dropout"),
+        (lambda: MLP(dropout=-0.1), "MLP: dropout"),
+        (lambda: MLP(hidden_sizes=[]), "MLP: hidden_sizes"),
+        (lambda: MLP(hidden_sizes=[256, 0]), "MLP: hidden_sizes"),
+        (lambda: CNN(channels=[8, 0]), "CNN: channels"),
         (lambda: FashionClassifier(label_smoothing=-0.5), "--model.label_smoothing"),
         (lambda: FashionClassifier(mixup_alpha=-0.1), "--model.mixup_alpha"),
     ],
 )
 def test_out_of_range_options_are_refused_by_name(build, option: str) -> None:
+    """The classifier's options by their command-line names; a network's arguments by its own (it knows
+    no command line; the CLI names the option, ``--model.net.dropout``, tested in test_cli)."""
     with pytest.raises(ConfigError, match=option):
         build()
 

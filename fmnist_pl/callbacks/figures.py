@@ -76,7 +76,7 @@ class TensorBoardFigures(Callback):
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
         if not self._active(trainer) or self._grid_logged:
             return
-        images, labels = batch[:2]  # a distilling batch carries the teacher's scores third
+        images, labels = batch[0], batch[1]
         names, font = plots.class_names(self.dataset, self.lang)
         count = min(32, len(labels))
         figure = plots.image_grid(

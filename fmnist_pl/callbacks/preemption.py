@@ -9,6 +9,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from fmnist_pl.lightning_internals import batches_trained
+
 RESUME_HINT = "to go on, run the same command with --ckpt_path last"
 
 
@@ -27,13 +29,13 @@ class CheckpointOnSigterm(Callback):
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         if not isinstance(exception, SIGTERMException) or trainer.state.fn != TrainerFn.FITTING:
             return
-        progress = trainer.fit_loop.epoch_loop.batch_progress.current
-        mid_epoch = 0 < progress.completed < trainer.num_training_batches
+        completed = batches_trained(trainer)
+        mid_epoch = 0 < completed < trainer.num_training_batches
         path = _last_checkpoint_path(trainer)
         if trainer.training and not trainer.sanity_checking and mid_epoch and path is not None:
             trainer.save_checkpoint(path, weights_only=False)
             exception.add_note(
-                f"at epoch {trainer.current_epoch}, after batch {progress.completed} of "
+                f"at epoch {trainer.current_epoch}, after batch {completed} of "
                 f"{trainer.num_training_batches}; saved {path}; {RESUME_HINT}"
             )
         elif path is not None and path.is_file():

@@ -13,12 +13,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import torch
 
 from fmnist_pl.data.augmentations import Augmentations
 from fmnist_pl.data.epochs import EpochSampler, ResumableEpoch
 from fmnist_pl.pixels import Normalization, to_unit
+
+
+class TeacherScoredBatch(NamedTuple):
+    """A training batch that carries its teacher's logits, by name, after the images and labels."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    teacher_scores: torch.Tensor
 
 
 class DeviceLoader(ResumableEpoch):
@@ -33,8 +42,8 @@ class DeviceLoader(ResumableEpoch):
         normalization: applied to every batch after scaling to [0, 1].
         teacher_scores: a teacher's logits for every image ``(N, classes)`` and for its mirror image
             (or None: without flips, or for a teacher that scores both alike), on the data's device:
-            each batch then comes with its images' logits as a third element (distillation), the
-            mirrored ones for the flipped images. Only for augmentations that make stored or mirrored
+            each batch is then a :class:`TeacherScoredBatch` with its images' logits (distillation),
+            the mirrored ones for the flipped images. Only for augmentations that make stored or mirrored
             images.
     """
 
@@ -75,7 +84,7 @@ class DeviceLoader(ResumableEpoch):
             if scores is None:
                 yield inputs, labels[start:stop]
             else:
-                yield inputs, labels[start:stop], scores[start:stop]
+                yield TeacherScoredBatch(inputs, labels[start:stop], scores[start:stop])
 
     def _epoch_pixels(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """The epoch's uint8 images in visiting order, augmented, their labels, and their teacher's

@@ -18,6 +18,7 @@ CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by PNG colour type
 # Adam7 interlacing: each pass's first column, first row, column step and row step.
 ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
 CHUNK = 1 << 20
+Inflater = type(zlib.decompressobj())  # zlib names its class only privately
 
 
 def expected_bytes(width: int, height: int, bit_depth: int, colour_type: int, interlaced: bool) -> int:
@@ -67,7 +68,7 @@ def png_shortfall(source: Path | BinaryIO) -> str | None:
     return f"the header says {width} x {height} pixels but the data holds {held} of its {needed} bytes"
 
 
-def _inflated_length(inflater: zlib._Decompress, data: bytes) -> int:
+def _inflated_length(inflater: Inflater, data: bytes) -> int:
     """Decompress ``data`` a megabyte at a time, keeping only the count."""
     total = 0
     while data and not inflater.eof:

@@ -13,6 +13,7 @@ import torch
 from fmnist_pl.data import sets
 from fmnist_pl.data.files import ensure_files, read_split
 from fmnist_pl.errors import DataError
+from fmnist_pl.lightning_internals import model_checkpoint_states
 from fmnist_pl.serve.pictures import Picture
 
 SHA256_PREFIX = 12
@@ -83,7 +84,7 @@ def _example(index: int, image: torch.Tensor, label: int, names: dict[str, tuple
 
 
 def _val_acc(checkpoint: dict[str, Any]) -> float | None:
-    for state in checkpoint.get("callbacks", {}).values():
-        if isinstance(state, dict) and state.get("monitor") == "val/acc" and state.get("current_score") is not None:
+    for state in model_checkpoint_states(checkpoint):
+        if state.get("monitor") == "val/acc" and state.get("current_score") is not None:
             return round(float(state["current_score"]), 6)
     return None

@@ -20,6 +20,7 @@ from optuna_integration import PyTorchLightningPruningCallback
 
 from fmnist_pl.atomic import atomic_write_text
 from fmnist_pl.errors import ConfigError
+from fmnist_pl.sweep.optuna_internals import trial_of
 
 
 class MetricNeverLogged(ConfigError):
@@ -37,7 +38,7 @@ class ReportToTrial(PyTorchLightningPruningCallback):
         self.last_reported = float(trainer.callback_metrics[self.monitor])
         if _training_is_over(trainer):
             # Stopping now saves nothing, and a pruned trial's result would not count: report only.
-            self._trial.report(self.last_reported, step=pl_module.current_epoch)
+            trial_of(self).report(self.last_reported, step=pl_module.current_epoch)
             return
         super().on_validation_end(trainer, pl_module)
 

@@ -15,7 +15,6 @@ from torch.nn import functional as F
 from fmnist_pl.errors import CheckpointError
 from fmnist_pl.model import FlipAveraged, output_width
 from fmnist_pl.pixels import Normalization, to_unit
-from fmnist_pl.runs import newest_checkpoint
 
 OPTION = "--model.teacher"
 SCORING_BATCH = 2048
@@ -69,20 +68,6 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     return F.kl_div(student, teacher, log_target=True, reduction="batchmean") * temperature**2
 
 
-def resolve_teacher(spec: str) -> Path:
-    """A checkpoint file, or a run name's folder (``lightning_logs/teacher``): the newest run's best checkpoint."""
-    path = Path(spec)
-    if path.is_dir():
-        try:
-            return newest_checkpoint(path, "best")
-        except CheckpointError:
-            raise CheckpointError(
-                f"{OPTION} {spec}: no run in this folder has a best-*.ckpt; train the teacher first "
-                "(python -m fmnist_pl fit --config configs/teacher.yaml) or give a checkpoint's path."
-            ) from None
-    return path
-
-
 class Distillation:
     """The teacher and the distillation term of the training loss:
     ``(1 - weight) · label loss + weight · T² · KL(teacher_T || student_T)``.
@@ -93,7 +78,8 @@ class Distillation:
     ``raw_image_network``: weights_only, errors naming ``--model.teacher``).
 
     Args:
-        teacher: The teacher's checkpoint, or a run name's folder (the newest run's best checkpoint).
+        teacher: The teacher's checkpoint file (the command line also takes a run name's folder, and
+            hands this its newest run's best checkpoint).
         temperature: Softens both distributions; above 0.
         weight: Share of the distillation term in the loss, in [0, 1].
     """
@@ -117,7 +103,7 @@ class Distillation:
         """Read the teacher with ``read(path, option)`` (a network taking raw [0, 1] images) onto
         ``device``, frozen in eval mode; ``student_normalization`` is undone before the teacher, which
         applies its own. Returns its file."""
-        self.path = resolve_teacher(self.teacher)
+        self.path = Path(self.teacher)
         network = read(self.path, OPTION)
         classes = output_width(network)
         if classes != num_classes:

@@ -15,6 +15,7 @@ from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from torch import nn
 from torch.nn import functional as F
 from torchmetrics import MaxMetric
+from torchvision.transforms import v2
 
 from fmnist_pl.checkpoints import SafeLoading, check_is_ours, load_checkpoint
 from fmnist_pl.data.sets import normalization
@@ -25,7 +26,6 @@ from fmnist_pl.model import MLP, FlipAveraged, Normalized, compile_network, outp
 from fmnist_pl.pixels import IMAGE_SHAPE
 from fmnist_pl.techniques.distillation import Distillation
 from fmnist_pl.techniques.epoch_metrics import EpochMetrics
-from fmnist_pl.techniques.mixup import Mixup
 from fmnist_pl.techniques.schedule_length import build_scheduler
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -53,7 +53,8 @@ class FashionClassifier(SafeLoading, CheapHookBookkeeping, LightningModule):
             the convolutional teacher; any ``nn.Module`` by ``class_path``.
         label_smoothing: Label smoothing of the training loss, in [0, 1).
         mixup_alpha: Train on mixtures of two images of a batch against the same mixture of their labels,
-            with the mixing weight drawn from ``Beta(alpha, alpha)`` per batch (mixup). 0 turns it off.
+            with the mixing weight drawn from ``Beta(alpha, alpha)`` per batch (mixup, torchvision's
+            ``v2.MixUp``: each image is mixed with the one before it in the shuffled batch). 0 turns it off.
         tta_flip: Score each image and its mirror image and average the two predicted distributions
             (test-time augmentation for validation, test, predict and export; twice the inference cost).
         optimizer: Builds the optimizer from the parameters (default: SGD, lr 0.01).
@@ -109,7 +110,7 @@ class FashionClassifier(SafeLoading, CheapHookBookkeeping, LightningModule):
         self.net = net if net is not None else MLP()
         self.num_classes = output_width(self.net)
         self.distillation = Distillation(teacher, distill_temperature, distill_weight) if teacher else None
-        self.mixup = Mixup(mixup_alpha, self.num_classes) if mixup_alpha > 0 else None
+        self.mixup = v2.MixUp(alpha=mixup_alpha, num_classes=self.num_classes) if mixup_alpha > 0 else None
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self._lr: float | None = None  # set through `lr` (the learning-rate finder): replaces the factory's

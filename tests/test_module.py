@@ -153,7 +153,11 @@ def test_mixup_trains_on_mixed_images_against_the_same_mixture_of_labels() -> No
     torch.manual_seed(1)
     loss = model.training_step((images, targets), 0)
     torch.manual_seed(1)  # the same draws again, by hand
-    lam, partner = torch.distributions.Beta(0.4, 0.4).sample(), torch.randperm(8)
+    # torchvision's MixUp: one weight a batch, each image mixed with the one before it.
+    lam, partner = (
+        float(torch.distributions.Beta(torch.tensor([0.4]), torch.tensor([0.4])).sample(())),
+        torch.arange(8).roll(1),
+    )
     assert 0 < lam < 1 and not torch.equal(partner, torch.arange(8))
     scores = model.net(lam * images + (1 - lam) * images[partner])
     expected = lam * F.cross_entropy(scores, targets, label_smoothing=0.1) + (1 - lam) * F.cross_entropy(

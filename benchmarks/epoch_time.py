@@ -26,8 +26,6 @@ cost over the floor, lower is better); "vs (e)" the same over Lightning's own fl
 
     python benchmarks/epoch_time.py [--epochs 4] [--rounds 3] [--data-dir data] [--accelerator auto]
 
-``--variants ...,fast-no-quiet-profiler,...`` adds (b) with one speed trick taken out (``TRICKS``),
-so each trick's worth is measured beside (b) in the same rounds ("vs (b)").
 ``--limit-batches N`` trains N batches an epoch in every variant (the test suite's smallest run);
 ``--progress-bar lightning`` or ``off`` changes the bar of (b) and (c) (to see what it costs).
 """
@@ -51,16 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from timing import EpochTimer, synchronize, timed_seed_fit
 
 REPO = Path(__file__).resolve().parents[1]
-# (b) with one of the project's speed tricks taken out, or replaced by Lightning's own mechanism:
-# what each trick buys, measured beside (b) in the same rounds ("vs (b)": the variant over (b)).
-TRICKS = {
-    "no-quiet-profiler": "Lightning's PassThroughProfiler instead of QuietProfiler (--trainer.profiler)",
-    "no-paced-bar": "Lightning's TQDMProgressBar, drawn every batch, instead of PacedProgressBar",
-    "bar-refresh-20": "Lightning's TQDMProgressBar(refresh_rate=20) instead of PacedProgressBar",
-    "no-hook-bookkeeping": "nn.Module's __setattr__ for _current_fx_name (CheapHookBookkeeping off)",
-    "no-callback-filter": "every callback kept in the Trainer, idle ones included (FashionCLI._acts off)",
-}
-VARIANTS = ("tutorial", "fast", "torchvision", "bare", "lightning", *(f"fast-{trick}" for trick in TRICKS))
+VARIANTS = ("tutorial", "fast", "torchvision", "bare", "lightning")
 TUTORIAL_IMAGES = 60_000
 PROJECT_IMAGES = 55_000
 
@@ -208,36 +197,12 @@ def project_epochs(
     log_dir: str,
     limit: int | None = None,
     progress_bar: str = "default",
-    options: list[str] = (),
 ) -> list[float]:
     """The project's own fit of configs/seed.yaml; returns seconds per training epoch."""
-    extra = [f"--trainer.accelerator={accelerator}", f"--data.loader={loader}", *options]
+    extra = [f"--trainer.accelerator={accelerator}", f"--data.loader={loader}"]
     if limit is not None:
         extra += [f"--trainer.limit_train_batches={limit}", f"--trainer.limit_val_batches={limit}"]
     return timed_seed_fit(epochs, data_dir, log_dir, extra, progress_bar).train_seconds
-
-
-def without_trick(trick: str | None, progress_bar: str) -> tuple[str, list[str]]:
-    """Take ``trick`` out of this process's fit (see ``TRICKS``); return the bar and the options to fit with."""
-    if trick is None:
-        return progress_bar, []
-    if trick == "no-quiet-profiler":
-        return progress_bar, ["--trainer.profiler=lightning.pytorch.profilers.PassThroughProfiler"]
-    if trick == "no-paced-bar":
-        return "lightning", []
-    if trick == "bar-refresh-20":
-        return "lightning", ["--trainer.callbacks.refresh_rate=20"]
-    if trick == "no-hook-bookkeeping":
-        from fmnist_pl.lightning_internals import CheapHookBookkeeping
-
-        del CheapHookBookkeeping.__setattr__  # the module's class then sets it through nn.Module's
-        return progress_bar, []
-    if trick == "no-callback-filter":
-        from fmnist_pl.cli import FashionCLI
-
-        FashionCLI._acts = lambda self, callback: True
-        return progress_bar, []
-    raise ValueError(trick)
 
 
 def run_variant(name: str, args: argparse.Namespace) -> dict:
@@ -251,10 +216,9 @@ def run_variant(name: str, args: argparse.Namespace) -> dict:
     elif name == "lightning":
         times = lightning_floor_epochs(args.data_dir, args.epochs, device, args.limit_batches)
     else:
-        loader = "torchvision" if name == "torchvision" else "tensor"
-        bar, extra = without_trick(name.removeprefix("fast-") if name.startswith("fast-") else None, args.progress_bar)
+        loader = "tensor" if name == "fast" else "torchvision"
         times = project_epochs(
-            args.data_dir, args.epochs, loader, args.accelerator, args.log_dir, args.limit_batches, bar, extra
+            args.data_dir, args.epochs, loader, args.accelerator, args.log_dir, args.limit_batches, args.progress_bar
         )
     images = TUTORIAL_IMAGES if name == "tutorial" else PROJECT_IMAGES
     result = {
@@ -284,9 +248,7 @@ def main() -> None:
         default="default",
         help="the bar of (b) and (c): the fit's default, Lightning's TQDMProgressBar drawn every batch, or none",
     )
-    parser.add_argument(
-        "--variants", default=",".join(VARIANTS[:5]), help="comma-separated, of: " + ", ".join(VARIANTS)
-    )
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, of: " + ", ".join(VARIANTS))
     parser.add_argument("--variant", choices=VARIANTS, help="run one variant here and print JSON (internal)")
     args = parser.parse_args()
     if args.variant:
@@ -337,8 +299,7 @@ def main() -> None:
         f"{args.epochs} epochs each, fastest epoch of {args.rounds} interleaved rounds"
     )
     print(
-        f"{'variant':<24} {'s/epoch':>8} {'images':>7} {'s/1k img':>9} {'vs (a)':>8} {'vs (d)':>8} {'vs (e)':>8} "
-        f"{'vs (b)':>8} "
+        f"{'variant':<12} {'s/epoch':>8} {'images':>7} {'s/1k img':>9} {'vs (a)':>8} {'vs (d)':>8} {'vs (e)':>8} "
         f"{'round medians s/1k img':>24} {'peak RSS MB':>12} {'max alloc MB':>13}"
     )
     for name, results in runs.items():
@@ -346,15 +307,11 @@ def main() -> None:
         spread = " ".join(f"{1000 * per_image(r):.4f}" for r in results)
         rss = max(r["peak_rss_mb"] for r in results)
         alloc = f"{max(r['max_allocated_mb'] for r in results):.0f}" if "max_allocated_mb" in results[0] else "-"
-        versus_fast = f"{seconds[name] / seconds['fast']:>7.3f}x" if "fast" in seconds else "-"
         print(
-            f"{name:<24} {seconds[name] * images:>8.3f} {images:>7} {1000 * seconds[name]:>9.4f} "
+            f"{name:<12} {seconds[name] * images:>8.3f} {images:>7} {1000 * seconds[name]:>9.4f} "
             f"{tutorial / seconds[name]:>7.2f}x {seconds[name] / bare:>7.2f}x {seconds[name] / floor:>7.2f}x "
-            f"{versus_fast:>8} {spread:>24} {rss:>12.0f} {alloc:>13}"
+            f"{spread:>24} {rss:>12.0f} {alloc:>13}"
         )
-    for trick, what in TRICKS.items():
-        if f"fast-{trick}" in seconds:
-            print(f"  fast-{trick}: {what}")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import torch
 from jsonargparse import lazy_instance
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import Callback, Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -27,7 +27,6 @@ from fmnist_pl.callbacks.figures import TensorBoardFigures
 from fmnist_pl.callbacks.nonfinite import StopOnNonFiniteLoss
 from fmnist_pl.callbacks.predictions import PredictionCSV
 from fmnist_pl.callbacks.preemption import CheckpointOnSigterm
-from fmnist_pl.callbacks.progress import PacedProgressBar
 from fmnist_pl.callbacks.rng_state import RestoreRNGState
 from fmnist_pl.checkpoints import SafeCheckpointIO, check_fits, check_is_ours, load_checkpoint
 from fmnist_pl.data.datamodule import FashionMNISTDataModule
@@ -50,7 +49,6 @@ from fmnist_pl.runs import (
     runs_folder,
     teacher_checkpoint,
 )
-from fmnist_pl.speed import QuietProfiler
 from fmnist_pl.usage import (
     closest_option,
     missing_config,
@@ -89,18 +87,23 @@ def last_checkpoint() -> ModelCheckpoint:
     return ModelCheckpoint(monitor=None, filename="last", enable_version_counter=False, save_on_train_epoch_end=True)
 
 
+# Redrawn after every batch, the bar costs about 6% of an epoch at batch 64 on 2 CPU cores; every
+# 20 batches it looks the same to a person and costs about 2% (docs/speed.md).
+BAR_REFRESH_RATE = 20
+
+
 def always_on_callbacks(checkpointing: bool, progress_bar: bool) -> list[Callback]:
     """The callbacks every run gets, whatever ``--trainer.callbacks`` says (LightningCLI's persistent
     callbacks); with ``--trainer.enable_checkpointing false`` none that writes a checkpoint.
 
-    ``progress_bar``: add the default bar (:class:`PacedProgressBar`, Lightning's own drawn less
-    often) in place of the one Lightning would add; false where the bar is switched off or the
-    user gives one."""
+    ``progress_bar``: add the default bar, Lightning's ``TQDMProgressBar`` redrawn every
+    ``BAR_REFRESH_RATE`` batches (and at each loop's last), in place of the one Lightning would add,
+    redrawn after every batch; false where the bar is switched off or the user gives one."""
     callbacks: list[Callback] = [StopOnNonFiniteLoss(), RestoreRNGState()]
     if checkpointing:
         callbacks = [best_checkpoint(), last_checkpoint(), *callbacks, CheckpointOnSigterm()]
     if progress_bar:
-        callbacks.append(PacedProgressBar())
+        callbacks.append(TQDMProgressBar(refresh_rate=BAR_REFRESH_RATE))
     return callbacks
 
 
@@ -213,8 +216,6 @@ class FashionCLI(KeepCommandLineOverCheckpoint, LightningCLI):
             trainer_defaults={
                 # A config names its runs with trainer.logger.init_args.name; the rest stays as here.
                 "logger": tensorboard_logger("lightning_logs", "default"),
-                # Lightning's no-op profiler, cheaper (fmnist_pl.speed); any --trainer.profiler replaces it.
-                "profiler": {"class_path": f"{QuietProfiler.__module__}.{QuietProfiler.__qualname__}"},
                 # The persistent callbacks are added in instantiate_trainer, which knows enable_checkpointing.
             },
             # Each run has its own version folder; overwriting only matters for a fixed --trainer.logger.version.
@@ -327,21 +328,11 @@ class FashionCLI(KeepCommandLineOverCheckpoint, LightningCLI):
         progress_bar = config.trainer.get("enable_progress_bar") is not False and not gives_progress_bar(config.trainer)
         self.trainer_defaults["callbacks"] = always_on_callbacks(checkpointing, progress_bar) + self._extra_callbacks
         trainer = super().instantiate_trainer(**kwargs)
-        # Lightning hands every hook of every batch to every callback (about 3 µs each on a CPU):
-        # the prediction writer only acts in predict, and switched-off figures never act.
-        trainer.callbacks = [callback for callback in trainer.callbacks if self._acts(callback)]
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
             trainer.strategy.checkpoint_io = SafeCheckpointIO()
         self._claim_run_folder(trainer)
         self._claim_evaluation_folder(trainer)
         return trainer
-
-    def _acts(self, callback: Callback) -> bool:
-        if isinstance(callback, PredictionCSV):
-            return self.subcommand in (None, "predict")
-        if isinstance(callback, TensorBoardFigures):
-            return callback.enabled
-        return True
 
     @staticmethod
     def _claim_run_folder(trainer: Trainer) -> None:

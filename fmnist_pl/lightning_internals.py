@@ -13,7 +13,7 @@ import tempfile
 from typing import Any
 
 import lightning
-from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 
@@ -43,20 +43,6 @@ def version_unset(logger: Logger) -> bool:
 def set_version(logger: TensorBoardLogger | CSVLogger, version: str) -> None:
     """Give a logger its version before it writes anything (the public ``version`` is read-only)."""
     logger._version = version
-
-
-class CheapHookBookkeeping:
-    """Mixin for a LightningModule: ``_current_fx_name`` is set without ``nn.Module``'s checks.
-
-    Lightning sets it on the module around each hook, about 40 times per training step, and
-    ``nn.Module.__setattr__`` spends ~4 µs a call on checks that a string never needs.
-    """
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name == "_current_fx_name":
-            object.__setattr__(self, name, value)
-        else:
-            super().__setattr__(name, value)
 
 
 def restore_training_loader_state(trainer: Trainer) -> None:
@@ -104,8 +90,6 @@ def missing() -> list[str]:
             logger = logger_class(folder)
             if not version_unset(logger) or (set_version(logger, "version_7"), logger.version)[1] != "version_7":
                 gone.append(f"{logger_class.__name__}._version (set_version, version_unset)")
-    if "_current_fx_name" not in vars(LightningModule()):
-        gone.append("LightningModule._current_fx_name (CheapHookBookkeeping)")
     from lightning.pytorch.loops.fit_loop import _FitLoop
 
     if not callable(getattr(_FitLoop, "_load_combined_loader_states", None)):

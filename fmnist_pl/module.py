@@ -21,7 +21,7 @@ from fmnist_pl.checkpoints import SafeLoading, check_is_ours, load_checkpoint
 from fmnist_pl.data.sets import normalization
 from fmnist_pl.errors import CheckpointError, ConfigError, check_at_least, check_range
 from fmnist_pl.hparams import describe_factory, training_settings
-from fmnist_pl.lightning_internals import CheapHookBookkeeping, restore_training_loader_state
+from fmnist_pl.lightning_internals import restore_training_loader_state
 from fmnist_pl.model import MLP, FlipAveraged, Normalized, compile_network, output_width
 from fmnist_pl.pixels import IMAGE_SHAPE
 from fmnist_pl.techniques.distillation import Distillation
@@ -36,7 +36,7 @@ def tutorial_sgd(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=0.01)
 
 
-class FashionClassifier(SafeLoading, CheapHookBookkeeping, LightningModule):
+class FashionClassifier(SafeLoading, LightningModule):
     """A FashionMNIST classifier around an injected network, trained with cross-entropy and scored with torchmetrics.
 
     One batch per ``training_step``, automatic optimization: every Trainer flag keeps its meaning.

@@ -16,14 +16,14 @@ from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse
 
 from fmnist_pl.checkpoints import load_checkpoint
-from fmnist_pl.module import FashionClassifier
 from fmnist_pl.serve.model_card import class_names, identity
 from fmnist_pl.serve.pictures import prepare, upload_bytes
 from fmnist_pl.serve.routes import prediction
+from fmnist_pl.trained import trained_network
 
 
 def build_app(ckpt_path: Path) -> FastAPI:
-    network = FashionClassifier.raw_image_network(ckpt_path)
+    network = trained_network(ckpt_path)
     checkpoint = load_checkpoint(ckpt_path)
     model, names = identity(ckpt_path, checkpoint), class_names(checkpoint)
     app = FastAPI()

@@ -155,14 +155,12 @@ def test_accuracy(run_dir: Path, data_dir: str) -> float:
 
     from fmnist_pl.data import sets
     from fmnist_pl.data.files import raw_dir, read_split
-    from fmnist_pl.module import FashionClassifier
     from fmnist_pl.pixels import to_unit
+    from fmnist_pl.trained import trained_network
 
     images, labels = read_split(raw_dir(data_dir, sets.FASHION_MNIST), sets.FASHION_MNIST, "test")
     with torch.no_grad():
-        scores = FashionClassifier.raw_image_network(run_dir / "checkpoints" / "last.ckpt")(
-            to_unit(images.unsqueeze(1))
-        )
+        scores = trained_network(run_dir / "checkpoints" / "last.ckpt")(to_unit(images.unsqueeze(1)))
     return (scores.argmax(1) == labels.long()).double().mean().item()
 
 

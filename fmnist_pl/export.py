@@ -25,8 +25,8 @@ from fmnist_pl.data import sets
 from fmnist_pl.data.files import ensure_files, read_split
 from fmnist_pl.errors import UserError
 from fmnist_pl.model import Normalized
-from fmnist_pl.module import FashionClassifier
 from fmnist_pl.pixels import IMAGE_SHAPE, to_unit
+from fmnist_pl.trained import trained_network
 
 MAX_LOGIT_DIFFERENCE = 1e-4
 MIN_AGREEMENT = 0.999
@@ -107,7 +107,7 @@ def main(argv: list[str]) -> Path:
         "--data.data_dir", dest="data_dir", help="where the test images for the check are (default: the checkpoint's)"
     )
     args = parser.parse_args(argv)
-    model = FashionClassifier.raw_image_network(args.ckpt_path)
+    model = trained_network(args.ckpt_path)
     data_hparams = load_checkpoint(args.ckpt_path).get("datamodule_hyper_parameters", {})
     data_dir = args.data_dir or data_hparams.get("data_dir", "data")
     dataset = sets.of_hparams(data_hparams)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -17,16 +16,17 @@ from torch.nn import functional as F
 from torchmetrics import MaxMetric
 from torchvision.transforms import v2
 
-from fmnist_pl.checkpoints import SafeLoading, check_is_ours, load_checkpoint
+from fmnist_pl.checkpoints import SafeLoading
 from fmnist_pl.data.sets import normalization
-from fmnist_pl.errors import CheckpointError, ConfigError, check_at_least, check_range
+from fmnist_pl.errors import ConfigError, check_at_least, check_range
 from fmnist_pl.hparams import describe_factory, training_settings
 from fmnist_pl.lightning_internals import restore_training_loader_state
-from fmnist_pl.model import MLP, FlipAveraged, Normalized, compile_network, output_width
+from fmnist_pl.model import MLP, FlipAveraged, compile_network, output_width
 from fmnist_pl.pixels import IMAGE_SHAPE
 from fmnist_pl.techniques.distillation import Distillation
 from fmnist_pl.techniques.epoch_metrics import EpochMetrics
 from fmnist_pl.techniques.schedule_length import build_scheduler
+from fmnist_pl.trained import trained_network
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -125,28 +125,6 @@ class FashionClassifier(SafeLoading, LightningModule):
         self.val_acc_best.persistent(True)
         self._validated_since_scheduler_step = False
 
-    @classmethod
-    def raw_image_network(cls, path: Path, option: str = "--ckpt_path") -> Normalized:
-        """A checkpoint's trained network as evaluation runs it (``tta_flip`` included) with the data
-        normalization it was trained with in front, in eval mode on the CPU: [0, 1] images in, scores out.
-
-        What export writes and what a teacher scores with; ``option`` names the file's origin in errors.
-        """
-        checkpoint = load_checkpoint(path, option)
-        check_is_ours(path, checkpoint, option)
-        try:
-            classifier = cls.load_from_checkpoint(path, map_location="cpu", compile_mode="eager", teacher=None)
-        except RuntimeError as err:  # torch's load_state_dict: weights of other shapes or names
-            if "Error(s) in loading state_dict" not in str(err):
-                raise
-            first = next(line.strip().rstrip(".") for line in str(err).splitlines()[1:] if line.strip())
-            raise CheckpointError(
-                f"{option} {path}: its weights do not fit the network its own hyperparameters describe ({first}); "
-                "the file was changed after training: give another checkpoint"
-            ) from None
-        stats = normalization(checkpoint.get("datamodule_hyper_parameters", {}))
-        return Normalized(classifier.inference_network(), stats).eval()
-
     @staticmethod
     def logged_metrics() -> tuple[str, ...]:
         """The name of every scalar this module logs (a sweep checks its metric among them before it trains)."""
@@ -234,9 +212,7 @@ class FashionClassifier(SafeLoading, LightningModule):
     def _load_teacher(self) -> None:
         datamodule = self.trainer.datamodule
         data_hparams = getattr(datamodule, "hparams", {})
-        path = self.distillation.load(
-            self.raw_image_network, self.device, self.num_classes, normalization(data_hparams)
-        )
+        path = self.distillation.load(trained_network, self.device, self.num_classes, normalization(data_hparams))
         cache = getattr(datamodule, "cache_teacher_scores", None)
         mirror_invariant = self.distillation.mirror_invariant
         cached = bool(cache and self.mixup is None and cache(self.distillation.scores_of_pixels, mirror_invariant))

@@ -152,12 +152,12 @@ def save_classifier_checkpoint(path: Path, net_class: type[nn.Module], **init_ar
 def accuracy_on_test_split(ckpt: Path, data_dir: Path) -> float:
     """A checkpoint's accuracy on the 10,000 test images, scored here without Lightning."""
     from fmnist_pl.data.files import raw_dir, read_split
-    from fmnist_pl.module import FashionClassifier
     from fmnist_pl.pixels import to_unit
+    from fmnist_pl.trained import trained_network
 
     images, labels = read_split(raw_dir(data_dir, FASHION_MNIST), FASHION_MNIST, "test")
     with torch.no_grad():
-        predicted = FashionClassifier.raw_image_network(ckpt)(to_unit(images.unsqueeze(1))).argmax(1)
+        predicted = trained_network(ckpt)(to_unit(images.unsqueeze(1))).argmax(1)
     return (predicted == labels.long()).double().mean().item()
 
 

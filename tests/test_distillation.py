@@ -17,9 +17,9 @@ from fmnist_pl.data.augmentations import Augmentations
 from fmnist_pl.data.device_loader import DeviceLoader
 from fmnist_pl.data.epochs import EpochSampler
 from fmnist_pl.model import MLP
-from fmnist_pl.module import FashionClassifier
 from fmnist_pl.pixels import Normalization
 from fmnist_pl.techniques.distillation import Distillation, distillation_loss
+from fmnist_pl.trained import trained_network
 
 from .helpers import REPO, SMALL_RUN, exit_of_main, run_main, save_classifier_checkpoint
 
@@ -131,7 +131,7 @@ def test_teacher_then_student_and_the_student_needs_no_teacher_afterwards(
     assert "test/acc" in capsys.readouterr().out
     run_main(["export", f"--ckpt_path={student_ckpt}", f"--output={tmp_path / 'student.onnx'}"], tmp_path, monkeypatch)
     assert (tmp_path / "student.onnx").stat().st_size > 100_000
-    student = FashionClassifier.raw_image_network(student_ckpt)
+    student = trained_network(student_ckpt)
     assert student(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
 

@@ -16,6 +16,7 @@ from fmnist_pl.errors import UserError
 from fmnist_pl.export import export_onnx
 from fmnist_pl.model import FlipAveraged
 from fmnist_pl.module import FashionClassifier
+from fmnist_pl.trained import trained_network
 
 from .helpers import exit_of_main, run_main
 
@@ -43,7 +44,7 @@ def test_export_writes_one_checked_file_that_takes_raw_images(
     assert json.loads(metadata["class_names"]) == list(FASHION_MNIST.names("en"))
 
     # Raw [0, 1] images in, the trained model's logits (normalization included) out, any batch size.
-    model = FashionClassifier.raw_image_network(checkpoint)
+    model = trained_network(checkpoint)
     assert (model.mean.item(), model.std.item()) == pytest.approx((0.2860, 0.3530))  # the defaults, folded in
     session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
     for batch in (1, 7):
@@ -55,7 +56,7 @@ def test_export_writes_one_checked_file_that_takes_raw_images(
 def test_failed_check_is_an_error_and_writes_nothing(
     tmp_path: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    model = FashionClassifier.raw_image_network(checkpoint)
+    model = trained_network(checkpoint)
     from fmnist_pl import export
 
     # A check that cannot pass (tolerance below zero) stands in for a real disagreement.
@@ -66,7 +67,7 @@ def test_failed_check_is_an_error_and_writes_nothing(
 
 
 def test_without_the_extra_export_names_it(tmp_path: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    model = FashionClassifier.raw_image_network(checkpoint)
+    model = trained_network(checkpoint)
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
     with pytest.raises(UserError, match=r"pip install '\.\[export\]'"):
         export_onnx(model, tmp_path / "model.onnx", FASHION_MNIST.names("en"), torch.rand(4, 1, 28, 28))
@@ -102,7 +103,7 @@ def test_export_carries_the_averaged_weights_and_the_flip_averaging(tmp_path: Pa
         },
         path,
     )
-    model = FashionClassifier.raw_image_network(path)
+    model = trained_network(path)
     images = torch.rand(16, 1, 28, 28)
     expected = averaged.eval()((images - 0.25) / 0.5)
     torch.testing.assert_close(model(images), expected)

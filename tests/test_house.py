@@ -91,7 +91,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "networks": ("model",),
     "data": ("data",),
     "pictures": ("plots",),
-    "checkpoint files": ("checkpoints", "runs"),
+    "checkpoint files": ("checkpoints", "runs", "trained"),
     "training": ("module", "techniques", "callbacks", "speed"),
     "commands": ("cli", "usage", "show", "export", "sweep", "serve", "__main__"),
 }
@@ -100,7 +100,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "networks": {"foundation", "networks"},  # no Lightning, no data, no training code
     "data": {"foundation", "data"},
     "pictures": {"foundation", "data", "pictures"},
-    "checkpoint files": {"foundation", "checkpoint files"},
+    "checkpoint files": {"foundation", "networks", "data", "checkpoint files"},  # a network from its file
     "training": {"foundation", "networks", "data", "pictures", "checkpoint files", "training"},
     "commands": set(LAYERS),
 }

@@ -9,6 +9,7 @@ import torch
 
 from fmnist_pl.model import CNN, MLP
 from fmnist_pl.module import FashionClassifier
+from fmnist_pl.trained import trained_network
 
 from .helpers import QUIET, REPO, exit_of_main, run_main, save_classifier_checkpoint
 
@@ -90,6 +91,6 @@ def test_a_checkpoint_of_another_model_is_one_line(
 
 def test_export_rebuilds_the_checkpoints_own_network(small_net_checkpoint: Path) -> None:
     # export builds the model from the checkpoint itself, so a [64] network exports as such.
-    model = FashionClassifier.raw_image_network(small_net_checkpoint)
+    model = trained_network(small_net_checkpoint)
     assert model.net.layers[1].out_features == 64
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)

@@ -15,7 +15,7 @@ from fmnist_pl.data.files import raw_dir, read_split
 from fmnist_pl.data.image_files import find_images, load_image
 from fmnist_pl.data.sets import FASHION_MNIST
 from fmnist_pl.errors import DataError
-from fmnist_pl.module import FashionClassifier
+from fmnist_pl.trained import trained_network
 
 from .helpers import exit_of_main, run_main
 
@@ -63,7 +63,7 @@ def test_png_files_get_the_same_classes_as_the_tensors(
     *rows, broken = read_csv(tmp_path / "out.csv")
     assert [Path(r["path"]).name for r in rows] == [f"{i:02d}.png" for i in range(30)]
     assert Path(broken["path"]).name == "broken.png" and broken["skipped"] == "not an image Pillow can read"
-    model = FashionClassifier.raw_image_network(checkpoint)
+    model = trained_network(checkpoint)
     with torch.no_grad():
         expected = model(images.unsqueeze(1).float() / 255).softmax(1)
     assert [int(r["index"]) for r in rows] == expected.argmax(1).tolist()

@@ -152,10 +152,10 @@ def main(argv: list[str]) -> None:
     if importlib.util.find_spec("litserve") is None:
         raise UserError("serve needs the optional extra: pip install '.[serve]' (litserve is missing)")
     check_port_free(args.host, args.port)
-    from fmnist_pl.module import FashionClassifier
+    from fmnist_pl.trained import trained_network
 
     path = resolve_checkpoint(args.ckpt_path)
-    network = FashionClassifier.raw_image_network(path)
+    network = trained_network(path)
     checkpoint = load_checkpoint(path)
     print(f"serve: {path}", file=sys.stderr, flush=True)
     serve(args, path, checkpoint, network)

@@ -74,8 +74,8 @@ class Distillation:
 
     Not an ``nn.Module``, so the teacher is never a submodule of the student: it is not trained, not
     in the optimizer and not in the student's checkpoints; ``test``, ``predict`` and ``export`` never
-    need its file. It is read when fit starts, by the loader the classifier hands it (its own
-    ``raw_image_network``: weights_only, errors naming ``--model.teacher``).
+    need its file. It is read when fit starts, by the loader the classifier hands it (
+    ``fmnist_pl.trained.trained_network``: weights_only, errors naming ``--model.teacher``).
 
     Args:
         teacher: The teacher's checkpoint file (the command line also takes a run name's folder, and

@@ -250,6 +250,11 @@ def main() -> None:
     )
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, of: " + ", ".join(VARIANTS))
     parser.add_argument("--variant", choices=VARIANTS, help="run one variant here and print JSON (internal)")
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run every variant in this process (a quick check of the script: the peak RSS is then shared)",
+    )
     args = parser.parse_args()
     if args.variant:
         print("RESULT " + json.dumps(run_variant(args.variant, args)))
@@ -267,8 +272,13 @@ def main() -> None:
             "--variants: a comma-separated list of " + ", ".join(VARIANTS) + ", with tutorial, bare, lightning"
         )
     runs: dict[str, list[dict]] = {name: [] for name in names}
+    if args.in_process:
+        sys.argv = sys.argv[:1]  # the fits' CLI parses its own arguments, not this script's
     for _ in range(args.rounds):
         for name in names:
+            if args.in_process:
+                runs[name].append(run_variant(name, args))
+                continue
             command = [
                 sys.executable,
                 __file__,

@@ -14,8 +14,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= configs/dropout.yaml
-# Two workers: much of the suite waits on subprocesses and DDP start-up, so the 2 cores overlap it.
-PYTEST_ARGS ?= -n 2
+# Two workers: much of the suite waits on subprocesses and DDP start-up, so the 2 cores overlap it;
+# worksteal hands an idle worker the other's queued tests, so the long ones do not end up on one.
+PYTEST_ARGS ?= -n 2 --dist worksteal
 
 .PHONY: install data fit evaluate tensorboard distill serve test test-quick lint
 

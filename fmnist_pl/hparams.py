@@ -17,18 +17,24 @@ def public(hparams: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in hparams.items() if not k.startswith("_")}
 
 
-def describe_factory(name: str, factory: Callable | None) -> dict[str, Scalar]:
-    """``{name: "torch.optim.AdamW", name/lr: 0.003, ...}`` for an optimizer or scheduler factory.
+def factory_target(factory: Callable) -> tuple[Any, dict[str, Any]]:
+    """What an optimizer or scheduler factory builds, and the arguments it was given.
 
     LightningCLI hands the model ``functools.partial`` objects that end in the class and carry its
-    arguments as keywords; a plain function is described by its qualified name.
+    arguments as keywords; a plain function is its own target, with none.
     """
-    if factory is None:
-        return {name: "none"}
-    target, keywords = factory, {}
     if isinstance(factory, functools.partial):
         classes = [arg for arg in factory.args if isinstance(arg, type)]
-        target, keywords = (classes[-1] if classes else factory.func), factory.keywords
+        return (classes[-1] if classes else factory.func), dict(factory.keywords)
+    return factory, {}
+
+
+def describe_factory(name: str, factory: Callable | None) -> dict[str, Scalar]:
+    """``{name: "torch.optim.AdamW", name/lr: 0.003, ...}`` for an optimizer or scheduler factory
+    (a plain function by its qualified name)."""
+    if factory is None:
+        return {name: "none"}
+    target, keywords = factory_target(factory)
     qualified = f"{getattr(target, '__module__', '')}.{getattr(target, '__qualname__', type(target).__name__)}"
     described: dict[str, Scalar] = {name: qualified.removeprefix(".")}
     described |= {f"{name}/{k}": _scalar(v) for k, v in keywords.items()}

@@ -137,8 +137,6 @@ class FashionMNISTDataModule(LightningDataModule):
             else:
                 train_full = self._dataset(train=True)
                 total = len(train_full)
-            if self.hparams.val_size >= total:
-                raise ConfigError(f"--data.val_size must be below {total}, got {self.hparams.val_size}")
             train_idx, val_idx = split_indices(total, self.hparams.val_size, self.hparams.split_seed)
             if tensors:
                 self.train_set = TensorSplit(images[train_idx], labels[train_idx])

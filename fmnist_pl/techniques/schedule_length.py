@@ -10,7 +10,6 @@ epoch. A length given in the config is used as given.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +17,7 @@ import torch
 from lightning.pytorch import Trainer
 
 from fmnist_pl.errors import ConfigError
+from fmnist_pl.hparams import factory_target
 
 # The schedulers whose length can be left out, and the argument that holds it.
 LENGTH_ARGUMENTS: tuple[tuple[type, str], ...] = (
@@ -53,7 +53,7 @@ def build_scheduler(
 ) -> Any:
     """``factory(optimizer)``, with the run's length in the length argument when the factory leaves it out
     (``trainer`` gives the Trainer then: a module outside a fit has none)."""
-    scheduler_class, given = _target(factory)
+    scheduler_class, given = factory_target(factory)
     argument = next((name for cls, name in LENGTH_ARGUMENTS if _is_subclass(scheduler_class, cls)), None)
     if argument is None or given.get(argument) is not None:
         return factory(optimizer)
@@ -72,14 +72,6 @@ def run_length(trainer: Trainer, interval: str, argument: str) -> int:
             f"length in epochs; give {argument}, or --model.scheduler_interval step"
         )
     return int(trainer.max_epochs)
-
-
-def _target(factory: Any) -> tuple[type | None, dict[str, Any]]:
-    """The class a LightningCLI factory builds (a ``functools.partial`` ending in it) and its given arguments."""
-    if isinstance(factory, functools.partial):
-        classes = [arg for arg in factory.args if isinstance(arg, type)]
-        return (classes[-1] if classes else None), dict(factory.keywords)
-    return (factory if isinstance(factory, type) else None), {}
 
 
 def _is_subclass(candidate: type | None, cls: type) -> bool:

@@ -49,9 +49,6 @@ def test_two_process_fit_and_test_see_every_image_once_and_sync_metrics(
     ckpt = tmp_path / "lightning_logs" / "default" / "version_0" / "checkpoints" / "last.ckpt"
     assert torch.load(ckpt, weights_only=True)["global_step"] == steps  # half the images a process, batch 500
     assert len(scalars(ckpt.parent.parent)["val/acc"]) == (2 if flags else 1)
-    # With the figures callback on: it must not wait on a collective that only one process enters.
-    run_cli(["test", f"--ckpt_path={ckpt}", *DDP, *record], cwd=tmp_path, timeout=300)
-
     reference = FashionMNISTDataModule(data_dir=str(real_data_dir), download=False, shuffle=False, val_size=val_size)
     reference.setup("fit"), reference.setup("test")
     # Training: disjoint halves of the training images (they split evenly), covering all.
@@ -59,14 +56,20 @@ def test_two_process_fit_and_test_see_every_image_once_and_sync_metrics(
     assert [len(part) for part in train] == [500 * steps, 500 * steps]
     expected_train = torch.cat([fingerprint(images) for images, _ in reference.train_dataloader()])
     torch.testing.assert_close(torch.cat(train).sort().values, expected_train.sort().values, rtol=0, atol=1e-6)
+    if loader != "tensor":
+        # Its test loader under DDP is Lightning's DistributedSampler put into a TorchvisionLoader,
+        # the re-instantiation the fit above went through; the test stage is checked on the tensor
+        # path (its own sharding) only, as a second 2-process start costs ~9 s.
+        return
+
+    # With the figures callback on: it must not wait on a collective that only one process enters.
+    run_cli(["test", f"--ckpt_path={ckpt}", *DDP, *record], cwd=tmp_path, timeout=300)
     # Test: 5,000 images each, every one of the 10,000 exactly once (no padding, no duplicates).
     test = seen_by_both(tmp_path / "seen", "test")
     assert [len(part) for part in test] == [5000, 5000]
     expected_test = torch.cat([fingerprint(images) for images, _ in reference.test_dataloader()])
     torch.testing.assert_close(torch.cat(test).sort().values, expected_test.sort().values, rtol=0, atol=1e-6)
 
-    if loader != "tensor":
-        return  # the metrics' sync below does not depend on the data path, and a PIL pass costs seconds
     # The logged test accuracy is over all 10,000 images (synced), not over rank 0's half: it equals
     # what one process gets on the same checkpoint.
     ddp_acc = scalars(ckpt.parent.parent / f"test-{ckpt.stem}")["test/acc"][0]
